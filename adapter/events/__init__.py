@@ -1,0 +1,1 @@
+"""Event contract v1: what the HIS puts on the queue."""

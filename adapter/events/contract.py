@@ -1,0 +1,248 @@
+"""Event contract v1 (pydantic): the envelope and the payload of each event type.
+
+The HIS publishes one JSON object per message. ``parse_event`` turns raw bytes into a
+typed ``Event`` or raises ``EventRejected`` with a reason an operator can act on
+(field path, rule, value masked).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from adapter.events.dates import DateProblem, parse_date
+from adapter.events.digits import to_ascii_digits
+from adapter.events.identity import national_code_problem
+
+SCHEMA_VERSION = "1"
+
+
+def _ascii_digits(value: Any) -> Any:
+    return to_ascii_digits(value).strip() if isinstance(value, str) else value
+
+
+def _calendar_date(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return parse_date(value)
+        except DateProblem as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+def _national_code(value: str) -> str:
+    problem = national_code_problem(value)
+    if problem:
+        raise ValueError(f"not a valid national code: {problem}")
+    return value
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        raise ValueError("a date-time needs its UTC offset (e.g. +03:30)")
+    return value
+
+
+Digits = Annotated[str, BeforeValidator(_ascii_digits)]
+NationalCode = Annotated[str, BeforeValidator(_ascii_digits), AfterValidator(_national_code)]
+CalendarDate = Annotated[dt.date, BeforeValidator(_calendar_date)]
+AwareDateTime = Annotated[dt.datetime, AfterValidator(_aware)]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+Mobile = Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^(\+98|0098|0)?9\d{9}$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+
+class IdentityKind(str, Enum):
+    national_code = "national_code"
+    fida = "fida"  # foreign nationals' unique id
+    mother_national_code = "mother_national_code"  # newborn before a national code exists
+    unidentified = "unidentified"  # unknown person or blocked code: does not imply insurance
+
+
+class PatientIdentity(_Model):
+    """Seed 002 s.7: the patient identifier and what kind it is."""
+
+    kind: IdentityKind
+    value: Digits = Field(min_length=1, max_length=40)
+
+    @model_validator(mode="after")
+    def _check_value(self) -> "PatientIdentity":
+        if self.kind in (IdentityKind.national_code, IdentityKind.mother_national_code):
+            problem = national_code_problem(self.value)
+            if problem:
+                raise ValueError(f"{self.kind.value} is not a valid national code: {problem}")
+        elif self.kind is IdentityKind.fida and not re.fullmatch(r"\d{8,16}", self.value):
+            raise ValueError("fida id must be 8 to 16 digits")
+        elif self.kind is IdentityKind.unidentified and not re.fullmatch(r"[A-Za-z0-9-]{4,40}", self.value):
+            raise ValueError("unidentified-person id must be 4 to 40 letters, digits or dashes")
+        return self
+
+
+class Sex(str, Enum):
+    male = "male"
+    female = "female"
+    other = "other"
+
+
+class Patient(_Model):
+    identity: PatientIdentity
+    first_name: Text
+    last_name: Text
+    birth_date: CalendarDate | None = None
+    age_years: Annotated[int, Field(ge=0, le=130)] | None = None
+    sex: Sex
+    mobile: Mobile | None = None
+
+    @model_validator(mode="after")
+    def _birth_or_age(self) -> "Patient":
+        if self.birth_date is None and self.age_years is None:
+            raise ValueError("either birth_date or age_years is required (seed 002 s.7)")
+        return self
+
+
+class Prescriber(_Model):
+    first_name: Text
+    last_name: Text
+    medical_council_no: Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^\d{1,10}[*]?$|^\d{1,10}ات$")]
+    national_code: NationalCode
+    specialty: Text | None = None
+    mobile: Mobile
+
+
+class PrescriptionKind(str, Enum):
+    drug = "drug"
+    paraclinic = "paraclinic"
+    visit = "visit"
+    service = "service"
+
+
+class PrescriptionItem(_Model):
+    """One prescribed item, in the HIS's own codes (the mapping's code tables translate)."""
+
+    code: Annotated[str, Field(min_length=1, max_length=64)]
+    quantity: Annotated[int, Field(gt=0, le=10_000)]
+    dose: Annotated[str, Field(max_length=64)] | None = None  # HIS code: amount / times a day
+    instruction: Annotated[str, Field(max_length=64)] | None = None  # HIS code: time of use
+    note: Annotated[str, Field(max_length=500)] | None = None
+    start_on: CalendarDate | None = None
+    diagnosis_icd10: Annotated[str, Field(pattern=r"^[A-Z]\d{2}(\.\d{1,4})?$")] | None = None
+
+
+class VisitAdmitted(_Model):
+    visit_id: Annotated[str, Field(min_length=1, max_length=64)]
+    admitted_at: AwareDateTime
+    admission_type: Literal["outpatient", "inpatient", "emergency"]
+    patient: Patient
+    attending: Prescriber
+
+
+class _PrescriptionBody(_Model):
+    prescription_id: Annotated[str, Field(min_length=1, max_length=64)]
+    visit_id: Annotated[str, Field(max_length=64)] | None = None
+    kind: PrescriptionKind
+    prescribed_at: AwareDateTime
+    expires_on: CalendarDate | None = None
+    patient: Patient
+    prescriber: Prescriber
+    comments: Annotated[str, Field(max_length=1000)] | None = None
+    items: Annotated[list[PrescriptionItem], Field(max_length=100)]
+
+    @model_validator(mode="after")
+    def _items_fit_kind(self) -> "_PrescriptionBody":
+        if self.kind is PrescriptionKind.visit and self.items:
+            raise ValueError("a visit prescription carries no items")
+        if self.kind is not PrescriptionKind.visit and not self.items:
+            raise ValueError(f"a {self.kind.value} prescription needs at least one item")
+        return self
+
+
+class PrescriptionCreated(_PrescriptionBody):
+    pass
+
+
+class PrescriptionUpdated(_PrescriptionBody):
+    """The full new item list for a prescription created earlier (Tamin: edit once, before dispensing)."""
+
+
+class PrescriptionCancelled(_Model):
+    prescription_id: Annotated[str, Field(min_length=1, max_length=64)]
+    kind: PrescriptionKind
+    cancelled_at: AwareDateTime
+    reason: Annotated[str, Field(max_length=500)] | None = None
+    patient: Patient
+    prescriber: Prescriber
+
+
+class _Envelope(_Model):
+    event_id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
+    schema_version: Literal["1"]
+    occurred_at: AwareDateTime
+    facility_siam_id: Annotated[str, BeforeValidator(_ascii_digits), Field(min_length=1, max_length=40)]
+    source_system: Annotated[str, Field(min_length=1, max_length=64)]
+    correlation_id: Annotated[str, Field(max_length=100)] | None = None
+
+
+class VisitAdmittedEvent(_Envelope):
+    event_type: Literal["visit.admitted"]
+    payload: VisitAdmitted
+
+
+class PrescriptionCreatedEvent(_Envelope):
+    event_type: Literal["prescription.created"]
+    payload: PrescriptionCreated
+
+
+class PrescriptionUpdatedEvent(_Envelope):
+    event_type: Literal["prescription.updated"]
+    payload: PrescriptionUpdated
+
+
+class PrescriptionCancelledEvent(_Envelope):
+    event_type: Literal["prescription.cancelled"]
+    payload: PrescriptionCancelled
+
+
+Event = Annotated[
+    Union[VisitAdmittedEvent, PrescriptionCreatedEvent, PrescriptionUpdatedEvent, PrescriptionCancelledEvent],
+    Field(discriminator="event_type"),
+]
+
+EVENT_TYPES: tuple[str, ...] = (
+    "visit.admitted",
+    "prescription.created",
+    "prescription.updated",
+    "prescription.cancelled",
+)
+
+
+class EventEnvelope(BaseModel):
+    """Wrapper so one model validates and exports the whole tagged union."""
+
+    event: Event
+
+
+def event_json_schema() -> dict[str, Any]:
+    """JSON Schema of contract v1 (what ``adapter schema`` prints)."""
+    schema = EventEnvelope.model_json_schema()
+    schema["$defs"] = schema.get("$defs", {})
+    root = schema["properties"]["event"]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"HIS event, contract v{SCHEMA_VERSION}",
+        **root,
+        "$defs": schema["$defs"],
+    }

@@ -1,0 +1,108 @@
+"""Raw broker message body -> typed event, or a specific, PHI-safe reason why not."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from adapter.events.contract import EVENT_TYPES, SCHEMA_VERSION, Event
+
+_EVENT = TypeAdapter(Event)
+MAX_BODY_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason an event is invalid: where, which rule, and the offending value masked."""
+
+    field: str
+    rule: str
+    value: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "rule": self.rule, "value": self.value}
+
+    def __str__(self) -> str:
+        suffix = f" (value {self.value})" if self.value else ""
+        return f"{self.field}: {self.rule}{suffix}"
+
+
+class EventRejected(Exception):
+    """The body is not a valid event. ``event_id`` is the HIS's id when it could be read."""
+
+    def __init__(self, problems: list[Problem], event_id: str | None, event_type: str | None):
+        self.problems = problems
+        self.event_id = event_id
+        self.event_type = event_type
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+def mask_value(value: Any) -> str:
+    """Show the shape of a value, never its content: length and a short digest."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:8]
+    kind = type(value).__name__
+    return f"<{kind} len={len(text)} sha256:{digest}>"
+
+
+def body_fingerprint(body: bytes) -> str:
+    """Stable id for a body that has no readable event id, so redelivery dedupes."""
+    return "unreadable-" + hashlib.sha256(body).hexdigest()[:32]
+
+
+def _read_json(body: bytes | str) -> Any:
+    if isinstance(body, str):
+        body = body.encode("utf-8", "surrogatepass")
+    if len(body) > MAX_BODY_BYTES:
+        raise EventRejected([Problem("$", f"body larger than {MAX_BODY_BYTES} bytes")], None, None)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventRejected([Problem("$", f"not UTF-8 (byte {exc.start})")], None, None) from None
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        reason = f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "JSON nested too deeply"
+        raise EventRejected([Problem("$", reason)], None, None) from None
+
+
+def _string_or_none(value: Any) -> str | None:
+    return value[:100] if isinstance(value, str) and value else None
+
+
+def _problems_from(error: ValidationError) -> list[Problem]:
+    problems: list[Problem] = []
+    for item in error.errors(include_url=False):
+        loc = [str(part) for part in item["loc"]]
+        # the discriminated union puts the tag into the location: drop it
+        if len(loc) > 0 and loc[0] in EVENT_TYPES:
+            loc = loc[1:]
+        field = ".".join(loc) or "$"
+        rule = item["msg"].removeprefix("Value error, ")
+        value = "" if item["type"] == "missing" else mask_value(item.get("input"))
+        problems.append(Problem(field, rule, value))
+    return problems
+
+
+def parse_event(body: bytes | str) -> Event:
+    """Validate a message body against contract v1."""
+    raw = _read_json(body)
+    if not isinstance(raw, dict):
+        raise EventRejected([Problem("$", f"expected a JSON object, got {type(raw).__name__}")], None, None)
+    event_id = _string_or_none(raw.get("event_id"))
+    event_type = _string_or_none(raw.get("event_type"))
+    if event_type not in EVENT_TYPES:
+        rule = f"unknown event type; known: {', '.join(EVENT_TYPES)}" if event_type else "missing"
+        raise EventRejected([Problem("event_type", rule, mask_value(raw.get("event_type")) if event_type else "")], event_id, event_type)
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise EventRejected([Problem("schema_version", f"this adapter reads schema version {SCHEMA_VERSION}")], event_id, event_type)
+    try:
+        return _EVENT.validate_python(raw)
+    except ValidationError as exc:
+        raise EventRejected(_problems_from(exc), event_id, event_type) from None
+    except RecursionError:
+        raise EventRejected([Problem("$", "JSON nested too deeply")], event_id, event_type) from None
