@@ -1,0 +1,1 @@
+"""Message-broker plumbing (embedded SQLite transport, broker URLs)."""
