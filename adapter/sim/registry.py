@@ -1,0 +1,477 @@
+"""In-memory state of the Tamin simulator: tokens, prescriptions, receipts, counters.
+
+Uvicorn serves requests from its own thread while tests read the counters from theirs,
+so every public method takes one lock and returns copies, never live objects.
+
+Two kinds of "key" are kept apart on purpose:
+
+* the **content key** (patient + docId + prescDate + prescTypeId + items) is what the
+  real Tamin uses to answer 304 "duplicate";
+* the **submission key** (the ``X-Idempotency-Key`` header, else the content key) is what
+  the simulator counts receipts by, so a test can prove the adapter never sent one
+  submission twice, even when the content check would not notice.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import random
+import secrets
+import threading
+import time
+import zoneinfo
+from dataclasses import dataclass, field
+from typing import Any
+
+import jdatetime
+
+from adapter.sim import tamin_rules as rules
+from adapter.sim.settings import TaminSimSettings, parse_jalali_compact
+
+API_ENDPOINTS = frozenset({"eligibility", "create", "detail", "edit", "delete", "lookup"})
+TOKEN_ENDPOINTS = frozenset({"token", "refresh"})
+
+
+@dataclass
+class Prescription:
+    head_id: int
+    tracking_code: int
+    patient: str
+    doc_id: str
+    doc_national_code: str
+    presc_date: str
+    presc_type_id: int
+    items: list[dict[str, Any]]
+    registered_day: str
+    """Solar Hijri ``YYYYMMDD`` (simulator calendar) of registration, for the delete rule."""
+    submission_key: str
+    status: str = "active"
+    edited: bool = False
+    dispensed: bool = False
+
+    def content_key(self) -> str:
+        return rules.content_key(
+            {
+                "patient": self.patient,
+                "docId": self.doc_id,
+                "prescDate": self.presc_date,
+                "prescType": {"prescTypeId": self.presc_type_id},
+                "noteDetailEprscs": self.items,
+            }
+        )
+
+    def head(self) -> dict[str, Any]:
+        """The sim-defined lookup shape of the contract doc."""
+        return {
+            "head_EPRSC_ID": self.head_id,
+            "trackingCode": self.tracking_code,
+            "prescDate": self.presc_date,
+            "prescTypeId": self.presc_type_id,
+            "docId": self.doc_id,
+            "items": [
+                {"srvCode": rules.item_srv_code(item), "srvQty": item.get("srvQty")} for item in self.items
+            ],
+            "status": self.status,
+            "edited": self.edited,
+        }
+
+    def detail_items(self) -> list[dict[str, Any]]:
+        out = []
+        for item in self.items:
+            row: dict[str, Any] = {
+                "noteDetailsEprscId": item["noteDetailsEprscId"],
+                "srvId": copy.deepcopy(item.get("srvId")),
+                "srvQty": item.get("srvQty"),
+                "srvRem": 0 if self.dispensed else item.get("srvQty"),
+                "isOk": "1" if self.dispensed else "0",
+                "readOnly": self.dispensed,
+            }
+            for key in ("timesAday", "drugInstruction", "dose", "repeat", "dateDo"):
+                if key in item:
+                    row[key] = copy.deepcopy(item[key])
+            out.append(row)
+        return out
+
+
+@dataclass
+class CreateRecord:
+    """One SendEpresc call the simulator processed (whatever its outcome)."""
+
+    submission_key: str
+    content_key: str
+    outcome: str  # "created" | "duplicate" | "rejected"
+    head_id: int | None = None
+    tracking_code: int | None = None
+    error_code: str = ""
+    error_msg: str = ""
+
+
+@dataclass
+class FaultPlan:
+    """What the fault knobs decided for one request (counters already consumed)."""
+
+    fail_status: int | None = None  # 0 = close the connection without answering
+    retry_after_s: float | None = None
+    html: bool = False
+    hang_s: float = 0.0
+    drop_after_apply: bool = False
+
+
+@dataclass
+class _Token:
+    expires_at: float
+    audience: str | None
+
+
+@dataclass
+class _State:
+    access_tokens: dict[str, _Token] = field(default_factory=dict)
+    refresh_tokens: dict[str, str] = field(default_factory=dict)  # token -> audience
+    prescriptions: dict[int, Prescription] = field(default_factory=dict)
+    tracking_codes: set[int] = field(default_factory=set)
+    next_head_id: int = 50_000_001
+    next_item_id: int = 900_000_001
+    creates: list[CreateRecord] = field(default_factory=list)
+    receipts: dict[str, int] = field(default_factory=dict)  # submission key -> times received
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    tokens_issued: int = 0
+    rejections: int = 0
+    edits: int = 0
+    deletes: int = 0
+    eligibility_checks: int = 0
+    down_until: float = 0.0
+
+
+class TaminRegistry:
+    """Thread-safe state and behaviour of one simulated Tamin service."""
+
+    def __init__(self, settings: TaminSimSettings | None = None) -> None:
+        self._lock = threading.RLock()
+        self._initial = (settings or TaminSimSettings()).model_copy(deep=True)
+        self._settings = self._initial.model_copy(deep=True)
+        self._state = _State()
+        self._random = random.Random()
+
+    # ----- settings and faults ------------------------------------------------------
+    @property
+    def settings(self) -> TaminSimSettings:
+        """A copy of the current settings."""
+        with self._lock:
+            return self._settings.model_copy(deep=True)
+
+    def update_settings(self, patch: dict[str, Any]) -> TaminSimSettings:
+        """Apply a partial update (validated as a whole); raises ``pydantic.ValidationError``."""
+        with self._lock:
+            merged = {**self._settings.model_dump(), **patch}
+            self._settings = TaminSimSettings.model_validate(merged)
+            return self._settings.model_copy(deep=True)
+
+    def go_down(self, seconds: float) -> None:
+        """Every API and token call answers 503 for ``seconds`` (a downtime window)."""
+        with self._lock:
+            self._state.down_until = time.monotonic() + seconds
+
+    def reset(self) -> None:
+        """Forget every prescription, token and counter and restore the initial settings."""
+        with self._lock:
+            self._settings = self._initial.model_copy(deep=True)
+            self._state = _State()
+
+    def plan_faults(self, endpoint: str) -> FaultPlan:
+        """Decide (and consume) the faults for one request to ``endpoint``."""
+        with self._lock:
+            s = self._settings
+            plan = FaultPlan(html=s.fail_body == "html")
+            remaining = self._state.down_until - time.monotonic()
+            if remaining > 0:
+                plan.fail_status, plan.retry_after_s = 503, remaining
+                return plan
+            targets = s.fail_endpoints if s.fail_endpoints is not None else API_ENDPOINTS
+            if s.fail_next > 0 and endpoint in targets:
+                s.fail_next -= 1
+                plan.fail_status, plan.retry_after_s = s.fail_status, s.retry_after_s
+                return plan
+            if s.hang_next > 0 and endpoint in API_ENDPOINTS:
+                s.hang_next -= 1
+                plan.hang_s = s.hang_s
+            if s.drop_response_after_apply > 0 and endpoint in s.drop_endpoints:
+                s.drop_response_after_apply -= 1
+                plan.drop_after_apply = True
+            return plan
+
+    # ----- clock -------------------------------------------------------------------------
+    def today(self, override: str | None = None) -> jdatetime.date:
+        """The simulator's Solar Hijri "today": header override, setting, else the wall clock."""
+        for candidate in (override, self._settings.today_override):
+            parsed = parse_jalali_compact(candidate) if candidate else None
+            if parsed is not None:
+                return parsed
+        try:
+            zone: dt.tzinfo = zoneinfo.ZoneInfo(self._settings.timezone)
+        except zoneinfo.ZoneInfoNotFoundError:  # no tz database: Iran has used +03:30 since 2022
+            zone = dt.timezone(dt.timedelta(hours=3, minutes=30))
+        return jdatetime.date.fromgregorian(date=dt.datetime.now(zone).date())
+
+    # ----- requests ------------------------------------------------------------------
+    def record_request(self, endpoint: str, method: str, path: str, status: int) -> None:
+        """``status`` 0 means the connection was closed without an answer."""
+        with self._lock:
+            self._state.requests.append(
+                {"endpoint": endpoint, "method": method, "path": path, "status": status, "at": time.time()}
+            )
+
+    def request_log(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._state.requests)
+
+    # ----- tokens --------------------------------------------------------------------
+    def issue_access_token(self, audience: str | None = None) -> tuple[str, float]:
+        with self._lock:
+            ttl = self._settings.token_ttl_s
+            token = secrets.token_urlsafe(32)
+            self._state.access_tokens[token] = _Token(time.monotonic() + ttl, audience)
+            self._state.tokens_issued += 1
+            return token, ttl
+
+    def access_token_valid(self, token: str) -> bool:
+        with self._lock:
+            entry = self._state.access_tokens.get(token)
+            if entry is None:
+                return False
+            if time.monotonic() >= entry.expires_at:
+                del self._state.access_tokens[token]
+                return False
+            return True
+
+    def revoke_access_tokens(self) -> None:
+        """Every access token stops working (as after a Tamin-side session purge)."""
+        with self._lock:
+            self._state.access_tokens.clear()
+
+    def issue_refresh_token(self, audience: str) -> str:
+        """A doctor's refresh token, as the PKCE login would hand out."""
+        with self._lock:
+            token = secrets.token_urlsafe(32)
+            self._state.refresh_tokens[token] = audience
+            return token
+
+    def refresh(self, refresh_token: str, audience: str | None) -> tuple[str, float, str] | None:
+        """(access token, ttl, refresh token to use next) or ``None`` for an invalid grant."""
+        with self._lock:
+            owner = self._state.refresh_tokens.get(refresh_token)
+            if owner is None or (audience and audience != owner):
+                return None
+            access, ttl = self.issue_access_token(owner)
+            if not self._settings.rotate_refresh_tokens:
+                return access, ttl, refresh_token
+            del self._state.refresh_tokens[refresh_token]
+            return access, ttl, self.issue_refresh_token(owner)
+
+    # ----- eligibility -----------------------------------------------------------------
+    def eligibility(self, patient: str) -> dict[str, Any]:
+        with self._lock:
+            self._state.eligibility_checks += 1
+            problem = rules.patient_problem(patient, self._settings)
+            if patient == rules.ANONYMOUS_PATIENT:
+                problem = rules.MSG_BAD_PATIENT
+            if problem:
+                return {"hasDeserve": False, "hid": None, "insuranceType": None, "errMsg": problem}
+            return {
+                "hasDeserve": True,
+                "hid": f"HID{patient}",  # sim-defined
+                "insuranceType": "تامین اجتماعی",
+                "errMsg": "",
+            }
+
+    # ----- create ---------------------------------------------------------------------
+    def create(self, body: Any, idempotency_key: str | None, today: jdatetime.date) -> CreateRecord:
+        """Process one SendEpresc call: count the receipt, validate, detect duplicates, store."""
+        with self._lock:
+            content = rules.content_key(body)
+            submission = idempotency_key or content
+            if isinstance(body, dict) and body:
+                self._state.receipts[submission] = self._state.receipts.get(submission, 0) + 1
+            record = CreateRecord(submission_key=submission, content_key=content, outcome="rejected")
+            try:
+                rules.check_create(body, self._settings, today)
+            except rules.Rejection as rejection:
+                record.error_code, record.error_msg = rejection.code, rejection.message
+                self._state.rejections += 1
+                self._state.creates.append(record)
+                return record
+            existing = self._live_duplicate(body, content)
+            if existing is not None:
+                record.outcome = "duplicate"
+                record.head_id, record.tracking_code = existing.head_id, existing.tracking_code
+                record.error_code = "304"
+                record.error_msg = rules.msg_duplicate(existing.head_id, existing.tracking_code)
+                self._state.creates.append(record)
+                return record
+            presc = self._store(body, submission, today)
+            record.outcome = "created"
+            record.head_id, record.tracking_code = presc.head_id, presc.tracking_code
+            self._state.creates.append(record)
+            return record
+
+    def _live_duplicate(self, body: dict[str, Any], content: str) -> Prescription | None:
+        if body.get("patient") == rules.ANONYMOUS_PATIENT and not self._settings.duplicate_check_anonymous:
+            return None
+        for presc in self._state.prescriptions.values():
+            if presc.status == "active" and presc.content_key() == content:
+                return presc
+        return None
+
+    def _store(self, body: dict[str, Any], submission: str, today: jdatetime.date) -> Prescription:
+        state = self._state
+        head_id = state.next_head_id
+        state.next_head_id += 1
+        tracking = self._random.randint(100_000, 999_999)
+        while tracking in state.tracking_codes:
+            tracking = self._random.randint(100_000, 99_999_999)
+        state.tracking_codes.add(tracking)
+        presc = Prescription(
+            head_id=head_id,
+            tracking_code=tracking,
+            patient=body["patient"],
+            doc_id=body["docId"],
+            doc_national_code=str(body.get("docNationalCode") or ""),
+            presc_date=body["prescDate"],
+            presc_type_id=rules.presc_type_of(body) or 0,
+            items=self._number_items(body.get("noteDetailEprscs") or [], {}),
+            registered_day=today.strftime("%Y%m%d"),
+            submission_key=submission,
+        )
+        state.prescriptions[head_id] = presc
+        return presc
+
+    def _number_items(self, items: list[dict[str, Any]], keep: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+        """Copy items, keeping a known ``noteDetailsEprscId`` and numbering the new ones."""
+        out = []
+        for item in items:
+            row = copy.deepcopy(item)
+            if row.get("noteDetailsEprscId") not in keep:
+                row["noteDetailsEprscId"] = self._state.next_item_id
+                self._state.next_item_id += 1
+            out.append(row)
+        return out
+
+    # ----- detail, edit, delete, lookup ------------------------------------------------------
+    def _find(self, head_id: int, doc_id: str, doc_nc: str | None) -> Prescription | None:
+        """A live prescription, visible only to the doctor who registered it."""
+        presc = self._state.prescriptions.get(head_id)
+        if presc is None or presc.status != "active" or presc.doc_id != doc_id:
+            return None
+        if doc_nc is not None and presc.doc_national_code and doc_nc != presc.doc_national_code:
+            return None
+        return presc
+
+    def detail(self, head_id: int, doc_id: str, doc_nc: str | None = None) -> list[dict[str, Any]] | None:
+        with self._lock:
+            presc = self._find(head_id, doc_id, doc_nc)
+            return None if presc is None else presc.detail_items()
+
+    def edit(self, head_id: int, doc_id: str, doc_nc: str | None, items: Any) -> rules.Rejection | None:
+        """Replace the item list once; the refusal, or ``None`` on success.
+
+        Visit prescriptions (no items allowed) and service prescriptions (srvType 17/21)
+        cannot be edited (research section 5).
+        """
+        with self._lock:
+            presc = self._find(head_id, doc_id, doc_nc)
+            if presc is None:
+                return rules.Rejection(rules.MSG_NOT_FOUND, "404")
+            allowed = self._settings.presc_types.get(presc.presc_type_id, set())
+            if not allowed or allowed & {"17", "21"}:
+                return rules.Rejection(rules.MSG_EDIT_TYPE, "409")
+            if presc.edited:
+                return rules.Rejection(rules.MSG_EDIT_TWICE, "409")
+            if presc.dispensed:
+                return rules.Rejection(rules.MSG_EDIT_DISPENSED, "409")
+            try:
+                rules.check_items(items, presc.presc_type_id, self._settings)
+            except rules.Rejection as rejection:
+                return rejection
+            keep = {item["noteDetailsEprscId"]: item for item in presc.items}
+            presc.items = self._number_items(items, keep)
+            presc.edited = True
+            self._state.edits += 1
+            return None
+
+    def delete(
+        self, head_id: int, doc_id: str, doc_nc: str | None, today: jdatetime.date
+    ) -> rules.Rejection | None:
+        """Delete a live prescription; only on its registration day (simulator calendar)."""
+        with self._lock:
+            presc = self._find(head_id, doc_id, doc_nc)
+            if presc is None:
+                return rules.Rejection(rules.MSG_NOT_FOUND, "404")
+            if presc.registered_day != today.strftime("%Y%m%d"):
+                return rules.Rejection(rules.MSG_DELETE_DAY, "410")
+            if presc.dispensed:
+                return rules.Rejection(rules.MSG_DELETE_DISPENSED, "409")
+            presc.status = "deleted"
+            self._state.deletes += 1
+            return None
+
+    def dispense(self, head_id: int) -> bool:
+        """Mark a prescription as acted on by a pharmacy (``isOk`` "1"): no more edits."""
+        with self._lock:
+            presc = self._state.prescriptions.get(head_id)
+            if presc is None:
+                return False
+            presc.dispensed = True
+            return True
+
+    def lookup_by_tracking(self, patient: str, tracking_code: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                p.head()
+                for p in self._state.prescriptions.values()
+                if p.patient == patient and p.tracking_code == tracking_code
+            ]
+
+    def lookup_by_day(self, patient: str, doc_id: str, presc_date: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                p.head()
+                for p in self._state.prescriptions.values()
+                if p.status == "active" and p.patient == patient and p.doc_id == doc_id and p.presc_date == presc_date
+            ]
+
+    # ----- reporting -----------------------------------------------------------------
+    def prescriptions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{**p.head(), "patient": p.patient} for p in self._state.prescriptions.values()]
+
+    def create_records(self) -> list[CreateRecord]:
+        with self._lock:
+            return copy.deepcopy(self._state.creates)
+
+    def stats(self) -> dict[str, Any]:
+        """The ``GET /_sim/stats`` document (keys described in docs/tamin-wire.md)."""
+        with self._lock:
+            state = self._state
+            requests: dict[str, int] = {}
+            responses: dict[str, int] = {}
+            for entry in state.requests:
+                requests[entry["endpoint"]] = requests.get(entry["endpoint"], 0) + 1
+                label = f"{entry['endpoint']} {entry['status']}"
+                responses[label] = responses.get(label, 0) + 1
+            duplicate_keys = sorted(key for key, n in state.receipts.items() if n > 1)
+            return {
+                "requests": requests,
+                "responses": responses,
+                "prescriptions": len(state.prescriptions),
+                "active_prescriptions": sum(p.status == "active" for p in state.prescriptions.values()),
+                "create_calls": len(state.creates),
+                "received_submissions": len(state.receipts),
+                "duplicates": len(duplicate_keys),
+                "duplicate_keys": duplicate_keys,
+                "duplicate_answers": sum(r.outcome == "duplicate" for r in state.creates),
+                "tokens_issued": state.tokens_issued,
+                "rejections": state.rejections,
+                "edits": state.edits,
+                "deletes": state.deletes,
+                "eligibility_checks": state.eligibility_checks,
+            }

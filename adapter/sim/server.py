@@ -1,0 +1,95 @@
+"""Run a simulator app over real HTTP: in a background thread (tests) or blocking (CLI)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+
+class SimServer:
+    """Uvicorn in a daemon thread. Port 0 picks a free port; ``base_url`` is valid after start()."""
+
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        log_level: str = "warning",
+        start_timeout_s: float = 10.0,
+        graceful_shutdown_s: float = 1.0,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.base_url = ""
+        self._log_level = log_level
+        self._start_timeout_s = start_timeout_s
+        self._graceful_shutdown_s = graceful_shutdown_s
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+
+    def start(self) -> SimServer:
+        if self._thread is not None:
+            return self
+        # Bind here, not in uvicorn, so the chosen port is known before the thread runs.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(128)
+        sock.setblocking(False)
+        self._socket = sock
+        self.port = sock.getsockname()[1]
+        host = f"[{self.host}]" if family == socket.AF_INET6 else self.host
+        self.base_url = f"http://{host}:{self.port}"
+        config = uvicorn.Config(
+            self.app,
+            log_level=self._log_level,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=self._graceful_shutdown_s,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name=f"sim-{self.port}", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + self._start_timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"simulator did not start on {self.base_url}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=self._graceful_shutdown_s + 5.0)
+        if self._socket is not None:
+            self._socket.close()
+        self._server = self._thread = self._socket = None
+
+    def __enter__(self) -> SimServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def serve_forever(app: Any, host: str, port: int) -> None:
+    """Serve ``app`` until interrupted (the ``adapter sim`` command)."""
+    uvicorn.run(app, host=host, port=port, log_level="info", lifespan="off")
