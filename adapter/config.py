@@ -1,0 +1,258 @@
+"""Adapter configuration: one YAML file plus environment overrides, validated at start-up.
+
+Order: the YAML file given with ``--config`` (default ``config/embedded.yaml``), then
+environment variables ``ADAPTER__SECTION__KEY=value`` (double underscore between levels,
+case-insensitive; values parsed as YAML scalars, so ``true``/``5`` work). Secrets are
+never written in the file: a key ending in ``_env`` names the environment variable that
+holds the secret, a key ending in ``_file`` names a file (mode 600) that holds it.
+
+Every problem is reported as ``<file>: <key>: <what is wrong> -- fix: <how>``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG = Path("config/embedded.yaml")
+ENV_PREFIX = "ADAPTER__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseConfig(_Section):
+    url: str = Field(
+        "sqlite:///var/adapter.db",
+        description="a SQLAlchemy URL: sqlite:///var/adapter.db or postgresql+psycopg://user@host/db",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql")):
+            raise ValueError("only SQLite (sqlite:///...) and PostgreSQL (postgresql+psycopg://...) are supported")
+        return value
+
+
+class BrokerConfig(_Section):
+    url: str = Field(
+        "sqlite-queue:///var/queue.db",
+        description="a kombu URL: amqp://user:pass@host:5672/vhost for RabbitMQ, sqlite-queue:///var/queue.db embedded",
+    )
+    queue: str = Field("his.events", min_length=1, description="the queue the HIS publishes events to")
+    exchange: str = Field("his", min_length=1, description="the exchange the queue is bound to")
+    prefetch: int = Field(20, ge=1, le=1000, description="unacked deliveries held at once (1-1000)")
+
+
+class AuthConfig(_Section):
+    mode: Literal["client_credentials", "doctor_refresh"] = Field(
+        "client_credentials",
+        description="client_credentials (seed 001 form post) or doctor_refresh (refresh-token grant per prescriber)",
+    )
+    token_path: str = Field("/auth/server/token", description="client_credentials token path on auth_base_url")
+    refresh_token_path: str = Field("/auth/server/v2/token", description="refresh-token grant path on auth_base_url")
+    auth_base_url: str | None = Field(None, description="token host; defaults to the destination base_url")
+    client_id: str = Field(..., min_length=1, description="the client_id Tamin issued to this software")
+    client_secret_env: str | None = Field(None, description="name of the environment variable holding client_secret")
+    client_secret_file: str | None = Field(None, description="path of a mode-600 file holding client_secret")
+    client_secret: str | None = Field(
+        None, description="only for the bundled simulator; use client_secret_env or client_secret_file for real secrets"
+    )
+    refresh_leeway_s: float = Field(60, ge=0, description="refresh a token this many seconds before it expires")
+
+
+class RetryConfig(_Section):
+    max_attempts: int = Field(12, ge=1, description="attempts before a submission is dead")
+    base_delay_s: float = Field(1.0, gt=0, description="first backoff delay in seconds")
+    max_delay_s: float = Field(600.0, gt=0, description="backoff cap in seconds")
+    ttl_s: float = Field(72 * 3600, gt=0, description="time after the first attempt when a submission is dead")
+    jitter: float = Field(0.2, ge=0, le=1, description="relative jitter of each delay (0.2 = +-20%)")
+
+
+class TaminRoutes(_Section):
+    """Path templates per operation (pilot spelling by default; production ones in production.example.yaml)."""
+
+    create: str = "/api/v2/SendEpresc"
+    update: str = "/api/v2/ep/update/{head_id}/{doc_national_code}/{doc_id}"
+    cancel: str = "/api/v2/ep/{head_id}/{doc_national_code}/{doc_id}"
+    detail: str = "/api/v2/ep/{head_id}/{doc_national_code}/{doc_id}/detail"
+    eligibility: str = "/api/v2/patients/deserve-info/{request_by}/{siam_id}/{doc_id}/{patient}"
+    lookup: str | None = Field("/api/v2/ep/lookup", description="lookup route for ambiguous outcomes; null if unavailable")
+
+
+class TaminConfig(_Section):
+    enabled: bool = True
+    base_url: str = Field(..., description="the Tamin API base URL, e.g. https://ep-test.tamin.ir")
+    auth: AuthConfig
+    routes: TaminRoutes = TaminRoutes()
+    connect_timeout_s: float = Field(5.0, gt=0, description="seconds to open a connection")
+    read_timeout_s: float = Field(30.0, gt=0, description="seconds to wait for an answer")
+    retry: RetryConfig = RetryConfig()
+    idempotency_header: bool = Field(True, description="send X-Idempotency-Key (harmless where ignored)")
+
+
+class DestinationsConfig(_Section):
+    tamin: TaminConfig
+
+
+class DispatchConfig(_Section):
+    workers: int = Field(8, ge=1, le=64, description="the number of concurrent sends, 1-64")
+    batch_size: int = Field(50, ge=1, le=1000, description="due submissions claimed per round")
+    lease_s: float = Field(120, gt=0, description="a claimed submission is reclaimed after this many seconds")
+    poll_interval_s: float = Field(0.2, gt=0, description="seconds between polls when nothing is due")
+    wait_delay_s: float = Field(1.0, gt=0, description="re-check delay for a submission waiting on an earlier one")
+
+
+class SecretsConfig(_Section):
+    token_key_env: str = Field("ADAPTER_TOKEN_KEY", description="environment variable with the Fernet key for stored refresh tokens")
+    token_key_file: str | None = Field("var/token.key", description="file with the Fernet key (created, mode 600, when absent)")
+    patient_ref_key_env: str = Field(
+        "ADAPTER_PATIENT_KEY", description="environment variable with the HMAC key that pseudonymises patient ids"
+    )
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = "json"
+
+
+class AdapterConfig(_Section):
+    instance: str = Field("adapter", description="a name for this installation, shown in status")
+    database: DatabaseConfig = DatabaseConfig()
+    broker: BrokerConfig = BrokerConfig()
+    mappings_root: str = Field("mappings", description="folder of mapping files, one sub-folder per destination")
+    destinations: DestinationsConfig
+    dispatch: DispatchConfig = DispatchConfig()
+    secrets: SecretsConfig = SecretsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    source_file: str = Field("<none>", exclude=True)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; each line names file, key, problem and fix."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__") if part]
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _fix_for(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """The field's description is the fix hint: walk the models along the error location."""
+    current: Any = model
+    description = ""
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            break
+        info = fields[part]
+        description = info.description or description
+        current = info.annotation
+        args = getattr(current, "__args__", ())
+        current = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), current)
+    return description or "see config/embedded.yaml for a valid example"
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return "environment " + ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def _from_env(loc: tuple[Any, ...], env_keys: set[tuple[str, ...]]) -> bool:
+    return tuple(str(p) for p in loc) in env_keys
+
+
+def _flatten(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    keys: set[tuple[str, ...]] = set()
+    for key, value in tree.items():
+        keys |= _flatten(value, prefix + (key,)) if isinstance(value, dict) else {prefix + (key,)}
+    return keys
+
+
+def _lines(error: ValidationError, source: str, env_keys: set[tuple[str, ...]]) -> list[str]:
+    lines = []
+    for item in error.errors(include_url=False):
+        key = ".".join(str(p) for p in item["loc"])
+        problem = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            fix = "remove it or check its spelling"
+        else:
+            fix = f"{key} should be {_fix_for(AdapterConfig, item['loc'])}"
+        origin = _env_name(item["loc"]) if _from_env(item["loc"], env_keys) else source
+        lines.append(f"{origin}: {key}: {problem} -- fix: {fix}")
+    return lines
+
+
+def load_config(path: Path | str | None = None, environ: dict[str, str] | None = None) -> AdapterConfig:
+    """Read, overlay and validate the configuration, or raise ``ConfigError``."""
+    source = Path(path) if path else DEFAULT_CONFIG
+    environ = dict(os.environ) if environ is None else environ
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read: {exc.strerror} -- fix: pass --config with an existing file"]) from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "?"
+        raise ConfigError([f"{source}: {where}: not valid YAML ({getattr(exc, 'problem', exc)}) -- fix: correct the YAML syntax"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: top level must be a mapping of sections -- fix: see config/embedded.yaml"])
+    overrides = _env_overrides(environ)
+    data = _merge(data, overrides)
+    try:
+        config = AdapterConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_lines(exc, str(source), _flatten(overrides))) from None
+    return config.model_copy(update={"source_file": str(source)})
+
+
+def read_secret(env_name: str | None, file_name: str | None, literal: str | None, *, what: str, source: str,
+                environ: dict[str, str] | None = None) -> str:
+    """Resolve a secret from the environment, a mode-600 file, or (simulator only) a literal."""
+    environ = dict(os.environ) if environ is None else environ
+    if env_name:
+        value = environ.get(env_name)
+        if value:
+            return value
+        if not file_name and not literal:
+            raise ConfigError([f"{source}: {what}_env: environment variable {env_name} is not set -- fix: export {env_name}=<secret>"])
+    if file_name:
+        secret_path = Path(file_name)
+        if not secret_path.exists():
+            raise ConfigError([f"{source}: {what}_file: {file_name} does not exist -- fix: create it with the secret, mode 600"])
+        mode = secret_path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError([f"{source}: {what}_file: {file_name} is readable by others (mode {mode:o}) -- fix: chmod 600 {file_name}"])
+        return secret_path.read_text(encoding="utf-8").strip()
+    if literal:
+        return literal
+    raise ConfigError([f"{source}: {what}: no secret given -- fix: set {what}_env or {what}_file"])

@@ -1,0 +1,1 @@
+"""Destination clients (Tamin now, DITAS/SEPAS later) and what they share: auth, outcomes."""

@@ -1,0 +1,127 @@
+"""Tokens: one provider interface, a cache per principal, refresh before expiry.
+
+A *principal* is whoever the insurer issues the token to: the facility (client
+credentials), a prescriber (refresh-token grant), later a pharmacy operator. Providers
+fetch; the cache decides when. On a 401 the caller invalidates and asks once more.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+
+from adapter.destinations.outcome import OutcomeClass
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str
+    expires_at: float  # time.monotonic() seconds
+    refresh_token: str | None = None
+
+
+class TokenError(Exception):
+    """A token could not be had. ``klass`` says whether to retry (transient) or not (auth)."""
+
+    def __init__(self, message: str, klass: OutcomeClass):
+        self.klass = klass
+        super().__init__(message)
+
+
+class TokenProvider(Protocol):
+    def fetch(self, principal: str) -> IssuedToken: ...
+
+
+class RefreshTokenStore(Protocol):
+    def get(self, principal: str) -> str | None: ...
+    def put(self, principal: str, refresh_token: str) -> None: ...
+
+
+def _issued(answer: httpx.Response, what: str) -> tuple[str, float, str | None]:
+    if answer.status_code in (400, 401, 403):
+        raise TokenError(f"{what} refused the credentials (HTTP {answer.status_code})", OutcomeClass.auth)
+    if answer.status_code != 200:
+        raise TokenError(f"{what} answered HTTP {answer.status_code}", OutcomeClass.transient)
+    try:
+        data = answer.json()
+        return str(data["access_token"]), float(data.get("expires_in", 3600)), data.get("refresh_token")
+    except (ValueError, KeyError, TypeError):
+        raise TokenError(f"{what} answered without access_token", OutcomeClass.transient) from None
+
+
+def _post_form(http: httpx.Client, url: str, form: dict[str, str], what: str) -> httpx.Response:
+    try:
+        return http.post(url, data=form)
+    except httpx.HTTPError as exc:
+        # a lost token answer is harmless (asking again just issues another token): transient
+        raise TokenError(f"{what}: {type(exc).__name__}", OutcomeClass.transient) from None
+
+
+class ClientCredentialsProvider:
+    """Seed 001: form post of client_id and client_secret; answer ``{expires_in, access_token}``."""
+
+    def __init__(self, http: httpx.Client, url: str, client_id: str, client_secret: str):
+        self._http, self._url, self._form = http, url, {
+            "grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret}
+
+    def fetch(self, principal: str) -> IssuedToken:
+        token, ttl, _ = _issued(_post_form(self._http, self._url, self._form, "token endpoint"), "token endpoint")
+        return IssuedToken(token, time.monotonic() + ttl)
+
+
+class RefreshTokenProvider:
+    """The doctor flow's ``/auth/server/v2/token`` refresh grant, one refresh token per prescriber.
+
+    The prescriber's national code is the ``audience``. When the answer carries a new
+    refresh token (rotation) it replaces the stored one before the access token is used.
+    """
+
+    def __init__(self, http: httpx.Client, url: str, client_id: str, store: RefreshTokenStore):
+        self._http, self._url, self._client_id, self._store = http, url, client_id, store
+
+    def fetch(self, principal: str) -> IssuedToken:
+        refresh = self._store.get(principal)
+        if not refresh:
+            raise TokenError("no refresh token stored for this prescriber: run `adapter auth set-refresh-token`",
+                             OutcomeClass.auth)
+        form = {"grant_type": "refresh_token", "client_id": self._client_id, "refresh_token": refresh, "audience": principal}
+        token, ttl, rotated = _issued(_post_form(self._http, self._url, form, "refresh endpoint"), "refresh endpoint")
+        if rotated and rotated != refresh:
+            self._store.put(principal, rotated)
+        return IssuedToken(token, time.monotonic() + ttl, rotated)
+
+
+class TokenCache:
+    """Tokens per principal, refreshed ``leeway_s`` before expiry; one fetch at a time per principal."""
+
+    def __init__(self, provider: TokenProvider, leeway_s: float = 60.0):
+        self._provider = provider
+        self._leeway = leeway_s
+        self._tokens: dict[str, IssuedToken] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.fetches = 0
+
+    def _lock_for(self, principal: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(principal, threading.Lock())
+
+    def token(self, principal: str) -> str:
+        with self._lock_for(principal):
+            current = self._tokens.get(principal)
+            if current is None or time.monotonic() >= current.expires_at - self._leeway:
+                current = self._provider.fetch(principal)
+                self.fetches += 1
+                self._tokens[principal] = current
+            return current.access_token
+
+    def invalidate(self, principal: str, token: str) -> None:
+        """Forget ``token`` (after a 401), unless another thread already replaced it."""
+        with self._lock_for(principal):
+            current = self._tokens.get(principal)
+            if current is not None and current.access_token == token:
+                del self._tokens[principal]

@@ -1,0 +1,86 @@
+"""Tamin as a dispatch destination: edits and deletes use the create's head id, prescriptions
+carry the visit's HID, eligibility answers are kept on the visit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from adapter.destinations.base import Job
+from adapter.destinations.outcome import Outcome, OutcomeClass
+from adapter.destinations.tamin import DESTINATION, CallNotPossible, TaminCall, TaminClient
+from adapter.store.models import Submission, Visit
+from adapter.store.states import OPEN_STATES, State
+
+_REFUSED = (State.rejected.value, State.invalid.value, State.dead.value)
+
+
+class TaminDestination:
+    name = DESTINATION
+
+    def __init__(self, client: TaminClient, hid_field: str | None = "hid"):
+        self._client = client
+        self._hid_field = hid_field
+
+    def prepare(self, session: Session, job: Job) -> Job | Outcome:
+        if job.operation in ("update", "cancel"):
+            return self._with_create_ids(session, job)
+        if job.operation == "create" and self._hid_field and job.after_key:
+            hid = _visit_hid(session, job.after_key)
+            if hid and isinstance(job.payload, dict) and self._hid_field not in job.payload:
+                return job.with_context(payload={**job.payload, self._hid_field: hid})
+        return job
+
+    def _with_create_ids(self, session: Session, job: Job) -> Job | Outcome:
+        create = session.scalar(select(Submission).where(
+            Submission.destination == job.destination, Submission.subject_key == job.subject_key,
+            Submission.operation == "create").order_by(Submission.id).limit(1))
+        if create is None or create.state in {s.value for s in OPEN_STATES}:
+            return Outcome(OutcomeClass.waiting, "the prescription's create is not registered at Tamin yet")
+        if create.state in _REFUSED:
+            return Outcome(OutcomeClass.invalid, f"the prescription's create (submission {create.id}) is {create.state}: "
+                                                 "replay it first, then this one")
+        result = create.result or {}
+        return job.with_context(head_id=result.get("head_id"), tracking_code=result.get("tracking_code"),
+                                patient=(create.payload or {}).get("patient"))
+
+    def _call(self, job: Job) -> TaminCall:
+        params = dict(job.params)
+        if job.context.get("head_id"):
+            params["head_id"] = job.context["head_id"]
+        return TaminCall(job.operation, params, job.context.get("payload", job.payload), job.principal, job.idempotency_key)
+
+    def send(self, job: Job) -> Outcome:
+        try:
+            return self._client.call(self._call(job))
+        except CallNotPossible as exc:
+            return Outcome(OutcomeClass.invalid, str(exc))
+
+    def lookup(self, job: Job) -> Outcome:
+        if job.operation == "eligibility":
+            return Outcome(OutcomeClass.not_found, "eligibility is a read: asking again is harmless")
+        return self._client.lookup(self._call(job), job.context)
+
+    def on_result(self, session: Session, job: Job, outcome: Outcome) -> None:
+        if job.operation != "eligibility" or outcome.klass not in (OutcomeClass.accepted, OutcomeClass.rejected):
+            return
+        facility, visit_id = _split_visit_key(job.subject_key)
+        row = session.get(Visit, (facility, visit_id, self.name)) or Visit(facility_siam_id=facility, visit_id=visit_id,
+                                                                           destination=self.name)
+        row.eligible = bool(outcome.result.get("eligible"))
+        row.hid = outcome.result.get("hid")
+        row.detail = {k: v for k, v in outcome.result.items() if k != "hid"}
+        session.add(row)
+
+
+def _split_visit_key(key: str | None) -> tuple[str, str]:
+    _, facility, visit_id = (key or "visit::").split(":", 2)
+    return facility, visit_id
+
+
+def _visit_hid(session: Session, visit_key: str) -> Any:
+    facility, visit_id = _split_visit_key(visit_key)
+    row = session.get(Visit, (facility, visit_id, DESTINATION))
+    return row.hid if row is not None and row.eligible else None

@@ -1,0 +1,1 @@
+"""What operators and integrators touch: the CLI, status, the demo, PHI-safe output."""

@@ -1,0 +1,1 @@
+"""Intake (broker -> store), dispatch (store -> destinations), and the loop that runs both."""

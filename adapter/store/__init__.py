@@ -1,0 +1,1 @@
+"""The adapter's durable store: inbox, submissions, attempts, audit trail (SQLAlchemy 2)."""

@@ -1,0 +1,131 @@
+"""Tables. One row per received event (inbox), per event x destination x operation
+(submission), per HTTP exchange (attempt), and per state change (audit)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from adapter.store.types import UTCDateTime, utcnow
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+class InboxEvent(Base):
+    """Every message taken off the broker, valid or not; the event id is the dedupe key."""
+
+    __tablename__ = "inbox_events"
+
+    event_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    event_type: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    facility_siam_id: Mapped[str | None] = mapped_column(String(40))
+    source_system: Mapped[str | None] = mapped_column(String(64))
+    correlation_id: Mapped[str | None] = mapped_column(String(100))
+    subject_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    patient_ref: Mapped[str | None] = mapped_column(String(64), index=True)
+    occurred_at: Mapped[dt.datetime | None]
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    body: Mapped[str] = mapped_column(Text)
+    problems: Mapped[list[Any] | None]
+    duplicate_receipts: Mapped[int] = mapped_column(Integer, default=0)
+
+    submissions: Mapped[list["Submission"]] = relationship(back_populates="event", order_by="Submission.id")
+
+
+class Submission(Base):
+    """One operation owed to one destination for one event."""
+
+    __tablename__ = "submissions"
+    __table_args__ = (
+        UniqueConstraint("event_id", "destination", "operation", name="uq_submission_event_dest_op"),
+        Index("ix_submissions_due", "state", "next_attempt_at"),
+        Index("ix_submissions_subject", "destination", "subject_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("inbox_events.event_id"))
+    destination: Mapped[str] = mapped_column(String(32))
+    operation: Mapped[str] = mapped_column(String(32))
+    mapping: Mapped[str | None] = mapped_column(String(120))
+    state: Mapped[str] = mapped_column(String(16))
+    subject_key: Mapped[str | None] = mapped_column(String(200))
+    after_key: Mapped[str | None] = mapped_column(String(200))
+    principal: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(80), unique=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None]
+    first_attempt_at: Mapped[dt.datetime | None]
+    lease_until: Mapped[dt.datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(80))
+    ambiguous: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_class: Mapped[str | None] = mapped_column(String(16))
+    params: Mapped[dict[str, Any] | None]
+    payload: Mapped[Any | None] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    event: Mapped[InboxEvent] = relationship(back_populates="submissions")
+    attempt_rows: Mapped[list["Attempt"]] = relationship(order_by="Attempt.id")
+
+
+class Attempt(Base):
+    """One exchange with a destination: what was asked (summarised) and what came back."""
+
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime]
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    request: Mapped[dict[str, Any]]
+    response: Mapped[dict[str, Any]]
+
+
+class StateChange(Base):
+    """Audit: every state change of an event or a submission, with who and why."""
+
+    __tablename__ = "state_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(120), index=True)
+    submission_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Visit(Base):
+    """What eligibility returned for a visit (HID), so later prescriptions carry it."""
+
+    __tablename__ = "visits"
+
+    facility_siam_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    visit_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hid: Mapped[str | None] = mapped_column(String(64))
+    eligible: Mapped[bool | None] = mapped_column(Boolean)
+    detail: Mapped[dict[str, Any] | None]
+    checked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class StoredRefreshToken(Base):
+    """A prescriber's refresh token, encrypted (Fernet), rotated when the insurer sends a new one."""
+
+    __tablename__ = "refresh_tokens"
+
+    destination: Mapped[str] = mapped_column(String(32), primary_key=True)
+    principal_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_encrypted: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
