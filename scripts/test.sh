@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run the test suite:  ./scripts/test.sh [pytest arguments]
+#
+# Makes sure .venv exists with this checkout installed (editable, with the
+# [test] extra), then runs pytest with the given arguments.  pytest's exit
+# code is passed through unchanged: 5 ("no tests collected") is a failure,
+# never success.  Integration tests need PostgreSQL and RabbitMQ; start them
+# with `scripts/services.sh ensure` (they are skipped locally when down, and
+# fail when CI is set).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+VENV=$ROOT/.venv
+STAMP=$VENV/.adapter-installed   # touched after each install of this checkout
+
+# True when the venv imports `adapter` from this checkout and the install is
+# newer than pyproject.toml (so a new dependency triggers a reinstall).
+venv_ready() {
+    [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$STAMP" -nt "$ROOT/pyproject.toml" ] || return 1
+    local where
+    where=$(cd / && "$VENV/bin/python" -c 'import adapter, pytest; print(adapter.__file__)' 2>/dev/null) || return 1
+    [ "$where" = "$ROOT/adapter/__init__.py" ]
+}
+
+install_venv() {
+    echo "test.sh: installing the project into $VENV" >&2
+    [ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q -e "${ROOT}[test]"
+    touch "$STAMP"
+}
+
+venv_ready || install_venv
+
+rc=0
+"$VENV/bin/python" -m pytest "$@" || rc=$?
+if [ "$rc" -eq 5 ]; then
+    echo "test.sh: pytest collected no tests (exit 5) - treated as failure" >&2
+fi
+exit "$rc"

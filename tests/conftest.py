@@ -1,0 +1,112 @@
+"""Shared pytest fixtures.
+
+Service fixtures (PostgreSQL, RabbitMQ, SQLite)
+===============================================
+
+Start the services with ``scripts/services.sh ensure`` (``.ci/run`` does).
+Every test run gets its own PostgreSQL database and RabbitMQ vhost, named
+``adapter_test_<random>``, so several runs can share one server.
+
+* ``pg_admin_url`` (session) -- SQLAlchemy URL of a superuser connection to
+  the ``postgres`` database.  ``$ADAPTER_TEST_PG_URL`` if set, else the
+  first that works of ``postgresql+psycopg://adapter:adapter@127.0.0.1:5432/
+  postgres`` (role made by services.sh; works on a fresh Debian cluster) and
+  ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres`` (trust auth).
+* ``pg_url`` (session) -- URL of a fresh database for this run, dropped
+  ``WITH (FORCE)`` at the end.  Tests share it: clean up or use unique names.
+* ``amqp_url`` (session) -- ``amqp://guest:guest@127.0.0.1:5672/<vhost>``
+  with a fresh vhost for this run, deleted at the end.
+* ``sqlite_url`` (function) -- ``sqlite:////<tmp_path>/test.db``.
+* ``db_url`` (function, parametrized ``sqlite`` / ``postgresql``) -- a test
+  that uses it runs once on each backend, each time on an empty database:
+  for postgresql a new database per test (CREATE DATABASE takes 15-100 ms,
+  cheaper than reasoning about leftovers), dropped after the test.
+
+When a service is unreachable the tests needing it are **skipped** locally
+but **fail** when ``CI`` is set, so CI never passes by skipping.
+
+Marker ``integration``: tests that need a real service.  Tests using
+``pg_admin_url``, ``pg_url`` or ``amqp_url`` get it automatically, as does
+the ``postgresql`` case of ``db_url``; mark other ones yourself with
+``@pytest.mark.integration``.  ``pytest -m "not integration"`` runs without
+services.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# `tests.support` needs the repo root on sys.path; `python -m pytest` (as in
+# scripts/test.sh) adds the cwd, a bare `pytest` does not.  Same effect as
+# pytest's `pythonpath = ["."]` setting.
+_REPO_ROOT = str(Path(__file__).resolve().parents[1])
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+from tests.support import services as svc  # noqa: E402
+
+# -- service fixtures ------------------------------------------------------------
+
+_SERVICE_FIXTURES = frozenset({"pg_admin_url", "pg_url", "amqp_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests that use a service fixture as ``integration``."""
+    for item in items:
+        if _SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    url, errors = svc.find_pg_admin_url()
+    if url is None:
+        svc.unavailable("PostgreSQL is not reachable: " + "; ".join(errors))
+    return url
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    name = svc.unique_name()
+    url = svc.create_database(pg_admin_url, name)
+    yield url
+    svc.drop_database(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    if not svc.amqp_reachable():
+        svc.unavailable(f"RabbitMQ is not reachable on {svc.AMQP_HOST}:{svc.AMQP_PORT}")
+    vhost = svc.unique_name()
+    try:
+        svc.create_vhost(vhost)
+    except RuntimeError as exc:
+        svc.unavailable(f"cannot create a RabbitMQ vhost: {exc}")
+    yield svc.amqp_url(vhost)
+    svc.delete_vhost(vhost)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+)
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_url")
+        return
+    admin_url = request.getfixturevalue("pg_admin_url")
+    name = svc.unique_name()
+    url = svc.create_database(admin_url, name)
+    yield url
+    svc.drop_database(admin_url, name)
+
+
+# -- other fixtures below --------------------------------------------------------
