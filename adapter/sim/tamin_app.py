@@ -120,6 +120,7 @@ def _endpoint(name: str, handler: Handler, *, needs_token: bool = True) -> Calla
             registry.record_request(name, method, path, plan.fail_status)
             return _fault_response(plan.fail_status, plan.retry_after_s, plan.html)
         if plan.hang_s > 0:
+            await request.body()  # read now: the client may give up (disconnect) while we hang
             await asyncio.sleep(plan.hang_s)
         if needs_token:
             token = _bearer(request)
