@@ -84,14 +84,16 @@ def _bind_tables(document: MappingDocument, base: Path, display: str, cache: Tab
     for name, decl in document.tables.items():
         csv_path = base / decl.file
         csv_display = str(Path(display).parent / decl.file)
+        if not csv_path.is_file():
+            problems.append(MappingProblem(display, f"tables.{name}.file", f"code table file {csv_display} not found"))
+            bound[name] = BoundTable(name, decl, csv_display, None)
+            continue
         cache_key = (csv_path.resolve(), decl.key)
         if cache_key not in cache:
             cache[cache_key] = load_table(csv_path, decl.key, csv_display)
         table, table_problems = cache[cache_key]
         problems.extend(table_problems)
-        if table is None and not csv_path.exists():
-            problems.append(MappingProblem(display, f"tables.{name}.file", f"code table file {csv_display} not found"))
-        elif table is None:
+        if table is None:
             problems.append(MappingProblem(display, f"tables.{name}", f"code table {csv_display} could not be loaded (see its problems)"))
         if table is not None and isinstance(decl.default, dict):
             unknown = [c for c in decl.default if c not in table.columns]

@@ -7,6 +7,7 @@ into a problem's text, only its path (table codes excepted, see ``errors``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -27,6 +28,18 @@ class _Omit:
 
 
 OMIT: Any = _Omit()  # "leave this key / element out"
+
+# a code looked up from these parts of the event, or shaped like a national code or phone
+# number, is not shown in messages: it could identify a person
+_PERSONAL_PATH = re.compile(r"(^|\.)(patient|prescriber|attending|identity)(\.|\[|$)")
+_PERSONAL_SHAPE = re.compile(r"^\+?\d{10,14}$")
+
+
+def shown_code(code: str, where: str) -> str:
+    """The code as it may appear in a message (HIS item codes are not patient data)."""
+    if _PERSONAL_PATH.search(where) or _PERSONAL_SHAPE.match(code):
+        return "(not shown: may identify a person)"
+    return repr(code if len(code) <= 64 else code[:64] + "...")
 
 
 @dataclass(frozen=True)
@@ -199,6 +212,7 @@ class Evaluation:
     file: str
     root: Any
     problems: list[MappingProblem] = field(default_factory=list)
+    _unmapped: set[tuple[str, str]] = field(default_factory=set)  # (table, event path) already reported
 
     def problem(self, key: str, reason: str) -> Any:
         self.problems.append(MappingProblem(self.file, key, reason))
@@ -272,8 +286,10 @@ class Evaluation:
         if row is None:
             default = bound.decl.default
             if default == "error":
-                shown = code if len(code) <= 64 else code[:64] + "..."
-                return self.problem(key, f"code {shown!r} (event path {where}) is not in code table {bound.name!r} "
+                if (bound.name, where) in self._unmapped:  # one problem per code, not one per column used
+                    return OMIT
+                self._unmapped.add((bound.name, where))
+                return self.problem(key, f"code {shown_code(code, where)} (event path {where}) is not in code table {bound.name!r} "
                                          f"({bound.display}, key column {bound.decl.key!r}) and the table's default is error")
             row = default  # type: ignore[assignment]
         cell = row.get(spec.column)
