@@ -203,12 +203,14 @@ class TaminRegistry:
     # ----- clock -------------------------------------------------------------------------
     def today(self, override: str | None = None) -> jdatetime.date:
         """The simulator's Solar Hijri "today": header override, setting, else the wall clock."""
-        for candidate in (override, self._settings.today_override):
+        with self._lock:
+            setting, timezone = self._settings.today_override, self._settings.timezone
+        for candidate in (override, setting):
             parsed = parse_jalali_compact(candidate) if candidate else None
             if parsed is not None:
                 return parsed
         try:
-            zone: dt.tzinfo = zoneinfo.ZoneInfo(self._settings.timezone)
+            zone: dt.tzinfo = zoneinfo.ZoneInfo(timezone)
         except zoneinfo.ZoneInfoNotFoundError:  # no tz database: Iran has used +03:30 since 2022
             zone = dt.timezone(dt.timedelta(hours=3, minutes=30))
         return jdatetime.date.fromgregorian(date=dt.datetime.now(zone).date())
