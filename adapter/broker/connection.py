@@ -1,0 +1,66 @@
+"""Broker connections and topology, the same for RabbitMQ (``amqp://``) and the embedded
+SQLite queue (``sqlite-queue://``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from kombu import Connection, Exchange, Producer, Queue
+
+from adapter.broker import sqlite_transport
+from adapter.config import BrokerConfig
+
+sqlite_transport.register()
+
+
+def is_embedded(url: str) -> bool:
+    return url.startswith("sqlite-queue:")
+
+
+def connect(config: BrokerConfig) -> Connection:
+    """A kombu connection; publisher confirms on AMQP so a publish returns only once the broker has it."""
+    options: dict[str, object] = {}
+    if config.url.startswith(("amqp", "pyamqp")):
+        options["confirm_publish"] = True
+    return Connection(config.url, transport_options=options, heartbeat=0 if is_embedded(config.url) else 30,
+                      connect_timeout=10)
+
+
+def event_queue(config: BrokerConfig) -> Queue:
+    exchange = Exchange(config.exchange, type="direct", durable=True)
+    return Queue(config.queue, exchange=exchange, routing_key=config.queue, durable=True)
+
+
+def declare(connection: Connection, config: BrokerConfig) -> Queue:
+    queue = event_queue(config)
+    bound = queue(connection.default_channel)
+    bound.declare()
+    return queue
+
+
+def queue_depth(connection: Connection, config: BrokerConfig) -> int:
+    """Messages in the queue that no consumer holds (RabbitMQ's ready count; the SQLite queue counts unacked too)."""
+    bound = event_queue(config)(connection.default_channel)
+    _, count, _ = bound.queue_declare(passive=True)
+    return int(count)
+
+
+@contextmanager
+def producer(config: BrokerConfig) -> Iterator[Producer]:
+    with connect(config) as connection:
+        queue = declare(connection, config)
+        yield Producer(connection.default_channel, exchange=queue.exchange, routing_key=config.queue,
+                       serializer=None, auto_declare=False)
+
+
+def publish_bodies(config: BrokerConfig, bodies: Iterable[bytes]) -> int:
+    """Publish raw bodies as persistent messages (confirmed on AMQP); the number published."""
+    count = 0
+    with producer(config) as sender:
+        for body in bodies:
+            sender.publish(body, content_type="application/json", content_encoding="binary", delivery_mode=2,
+                           retry=True, retry_policy={"max_retries": 5, "interval_start": 0.5, "interval_step": 1,
+                                                     "interval_max": 5})
+            count += 1
+    return count

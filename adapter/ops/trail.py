@@ -1,0 +1,53 @@
+"""One event's whole trail: the event (identifiers masked), its submissions, every attempt
+and every state change."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from adapter.ops.redact import redact_tree
+from adapter.store.models import Attempt, InboxEvent, StateChange, Submission
+
+
+def _event_body(row: InboxEvent) -> Any:
+    try:
+        return redact_tree(json.loads(row.body))
+    except ValueError:
+        return {"unreadable_body_bytes": len(row.body)}
+
+
+def event_trail(session: Session, event_id: str) -> dict[str, Any] | None:
+    row = session.get(InboxEvent, event_id)
+    if row is None:
+        return None
+    changes = session.scalars(select(StateChange).where(StateChange.event_id == event_id).order_by(StateChange.id)).all()
+    submissions = session.scalars(select(Submission).where(Submission.event_id == event_id).order_by(Submission.id)).all()
+    return {
+        "event": {"event_id": row.event_id, "event_type": row.event_type, "status": row.status,
+                  "received_at": row.received_at.isoformat(), "occurred_at": row.occurred_at.isoformat() if row.occurred_at else None,
+                  "facility_siam_id": row.facility_siam_id, "duplicate_receipts": row.duplicate_receipts,
+                  "problems": row.problems, "body": _event_body(row)},
+        "submissions": [_submission(session, s, changes) for s in submissions],
+        "event_state_changes": [_change(c) for c in changes if c.submission_id is None],
+    }
+
+
+def _submission(session: Session, sub: Submission, changes: Any) -> dict[str, Any]:
+    attempts = session.scalars(select(Attempt).where(Attempt.submission_id == sub.id).order_by(Attempt.id)).all()
+    return {
+        "id": sub.id, "destination": sub.destination, "operation": sub.operation, "mapping": sub.mapping,
+        "state": sub.state, "attempts": sub.attempts, "next_attempt_at": sub.next_attempt_at.isoformat() if sub.next_attempt_at else None,
+        "last_error": sub.last_error, "result": sub.result, "idempotency_key": sub.idempotency_key,
+        "payload": redact_tree(sub.payload),
+        "attempt_log": [{"number": a.number, "started_at": a.started_at.isoformat(), "duration_ms": a.duration_ms,
+                         "outcome": a.outcome, "request": a.request, "response": redact_tree(a.response)} for a in attempts],
+        "state_changes": [_change(c) for c in changes if c.submission_id == sub.id],
+    }
+
+
+def _change(c: StateChange) -> dict[str, Any]:
+    return {"at": c.at.isoformat(), "from": c.from_state, "to": c.to_state, "actor": c.actor, "reason": c.reason}

@@ -1,0 +1,147 @@
+"""The running adapter: a consumer thread (broker -> intake) and the dispatch loop.
+
+Shutdown (SIGTERM/SIGINT or ``stop()``): the consumer stops taking messages, finishes the
+one in hand, and closes its channel so prefetched, unacked messages go back to the
+queue; the dispatcher finishes the batch it is sending. Nothing is lost either way:
+what was not committed was not acked.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kombu import Consumer
+from kombu.message import Message
+
+from adapter.app import App
+from adapter.broker.connection import connect, declare, event_queue, queue_depth
+from adapter.pipeline.intake import Received
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunStats:
+    received: int = 0
+    stored: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    dispatched: int = 0
+    intake_errors: int = 0
+
+
+class Runner:
+    def __init__(self, app: App, *, until_idle: bool = False, idle_horizon_s: float = 5.0,
+                 on_progress: Callable[[RunStats], None] | None = None):
+        self._app = app
+        self._until_idle = until_idle
+        self._idle_horizon_s = idle_horizon_s
+        self._on_progress = on_progress
+        self._stop = threading.Event()
+        self._broker_drained = threading.Event()
+        self._consumer_error: BaseException | None = None
+        self.stats = RunStats()
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> RunStats:
+        consumer = threading.Thread(target=self._consume_forever, name="consumer", daemon=True)
+        consumer.start()
+        try:
+            self._dispatch_loop()
+        finally:
+            self._stop.set()
+            consumer.join(timeout=30)
+        return self.stats
+
+    # -- dispatch --------------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        poll = self._app.config.dispatch.poll_interval_s
+        while not self._stop.is_set():
+            handled = self._app.dispatcher.run_once()
+            self.stats.dispatched += handled
+            self._progress()
+            if handled:
+                continue
+            if self._until_idle and self._is_idle():
+                log.info("idle: nothing queued or due")
+                return
+            self._stop.wait(poll)
+
+    def _is_idle(self) -> bool:
+        if not self._broker_drained.is_set():
+            return False
+        due_in = self._app.dispatcher.next_due_in()
+        return due_in is None or due_in > self._idle_horizon_s
+
+    def _progress(self) -> None:
+        if self._on_progress:
+            self._on_progress(self.stats)
+
+    # -- consume ---------------------------------------------------------------------------
+    def _consume_forever(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                self._consume_session()
+                backoff = 1.0
+            except Exception as exc:  # broker gone: reconnect with backoff, never give up
+                self._broker_drained.clear()
+                log.warning("broker connection lost (%s); reconnecting in %.0fs", type(exc).__name__, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _consume_session(self) -> None:
+        broker = self._app.config.broker
+        with connect(broker) as connection:
+            connection.ensure_connection(max_retries=3)
+            declare(connection, broker)
+            channel = connection.channel()
+            with Consumer(channel, [event_queue(broker)], on_message=self._on_message, prefetch_count=broker.prefetch):
+                while not self._stop.is_set():
+                    try:
+                        connection.drain_events(timeout=0.5)
+                    except socket.timeout:
+                        self._check_drained(connection)
+            channel.close()  # unacked prefetched messages return to the queue
+
+    def _check_drained(self, connection: object) -> None:
+        try:
+            empty = queue_depth(connection, self._app.config.broker) == 0  # type: ignore[arg-type]
+        except Exception:  # a failed depth check only delays "idle"
+            empty = False
+        if empty:
+            self._broker_drained.set()
+        else:
+            self._broker_drained.clear()
+
+    def _on_message(self, message: Message) -> None:
+        """Store, then ack. A storage failure requeues the message and slows down; nothing is dropped."""
+        self._broker_drained.clear()
+        self.stats.received += 1
+        try:
+            result = self._app.intake.receive(message.body)
+        except Exception:
+            self.stats.intake_errors += 1
+            log.exception("could not store a message; returning it to the queue")
+            message.requeue()
+            time.sleep(min(5.0, 0.5 * self.stats.intake_errors))
+            return
+        message.ack()
+        if result.outcome is Received.stored:
+            self.stats.stored += 1
+        elif result.outcome is Received.invalid:
+            self.stats.invalid += 1
+        else:
+            self.stats.duplicates += 1

@@ -1,0 +1,1 @@
+"""Bundled sample HIS events (demo, tests, and a starting point for integrators)."""
