@@ -7,6 +7,7 @@ into a problem's text, only its path (table codes excepted, see ``errors``).
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -227,7 +228,7 @@ class Evaluation:
 
     def evaluate(self, node: Node, key: str, current: Any, location: str, top: bool = False) -> Any:
         if isinstance(node, Literal):
-            return node.value
+            return copy.deepcopy(node.value)  # callers may change the payload; the template must not change
         if isinstance(node, ListNode):
             values = [self.evaluate(child, f"{key}[{i}]", current, location) for i, child in enumerate(node.items)]
             return [v for v in values if v is not OMIT]
@@ -243,7 +244,7 @@ class Evaluation:
 
     def _missing(self, spec: SpecNode, key: str, what: str) -> Any:
         if spec.has_default:
-            return spec.default
+            return copy.deepcopy(spec.default)
         if spec.optional:
             return OMIT
         return self.problem(key, f"required value missing: {what}")
@@ -254,7 +255,7 @@ class Evaluation:
         if spec.each is not None:
             return self._each(spec, key, current, location)
         if spec.has_const:
-            value, where = spec.const, "$const"
+            value, where = copy.deepcopy(spec.const), "$const"
         else:
             assert spec.path is not None
             value, where = spec.path.resolve(self.root, current), spec.path.describe(location)

@@ -391,3 +391,23 @@ def test_drug_item_without_dose_is_a_mapping_error() -> None:
     [problem] = caught.value.problems
     assert problem.key == "body.noteDetailEprscs[1].timesAday.drugAmntId"
     assert Path(problem.file).name == "send_epresc.yaml"
+
+
+def test_dot_path_is_the_element_itself(tmp_path: Path) -> None:
+    event = copy.deepcopy(EVENT)
+    event["payload"]["tags"] = ["a", "b"]
+    payload = mapped(tmp_path, "body: {$each: payload.tags, $item: {$path: ., $transform: upper}}\n", event=event)
+    assert payload.body == ["A", "B"]
+
+
+def test_one_problem_per_unmapped_code_not_per_column(tmp_path: Path) -> None:
+    event = copy.deepcopy(EVENT)
+    event["payload"]["items"][0]["code"] = "X-1"
+    found = problems(tmp_path, """\
+        body:
+          $each: payload.items
+          $item:
+            a: {$path: code, $table: services, $column: srv_code}
+            b: {$path: code, $table: services, $column: srv_type}
+        """, event=event, tables=TABLES, decl=TABLE_DECL)
+    assert [p.key for p in found] == ["body[0].a"]
