@@ -166,12 +166,12 @@ def test_unacked_message_returns_after_clean_close(url: str) -> None:
 
 
 def test_leased_message_is_invisible_then_expires(url: str) -> None:
-    with connect(url, lease_seconds=0.5) as first, connect(url) as second:
+    with connect(url, lease_seconds=1.0) as first, connect(url) as second:
         publish(first, {"n": 1})
         held = first.default_channel.basic_get(QUEUE)
         assert held is not None
         assert second.default_channel.basic_get(QUEUE) is None
-        time.sleep(0.6)
+        time.sleep(1.1)
         again = second.default_channel.basic_get(QUEUE)
         assert again is not None and again.decode() == {"n": 1}
         assert again.delivery_info["redelivered"] is True
