@@ -48,6 +48,8 @@ class BrokerConfig(_Section):
     queue: str = Field("his.events", min_length=1, description="the queue the HIS publishes events to")
     exchange: str = Field("his", min_length=1, description="the exchange the queue is bound to")
     prefetch: int = Field(20, ge=1, le=1000, description="unacked deliveries held at once (1-1000)")
+    embedded_lease_s: float = Field(
+        60, gt=0, description="embedded queue only: seconds before a delivery a dead consumer held is redelivered")
 
 
 class AuthConfig(_Section):

@@ -23,6 +23,8 @@ def connect(config: BrokerConfig) -> Connection:
     options: dict[str, object] = {}
     if config.url.startswith(("amqp", "pyamqp")):
         options["confirm_publish"] = True
+    if is_embedded(config.url):
+        options["lease_seconds"] = config.embedded_lease_s
     return Connection(config.url, transport_options=options, heartbeat=0 if is_embedded(config.url) else 30,
                       connect_timeout=10)
 

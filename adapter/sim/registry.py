@@ -281,7 +281,8 @@ class TaminRegistry:
                 return {"hasDeserve": False, "hid": None, "insuranceType": None, "errMsg": problem}
             return {
                 "hasDeserve": True,
-                "hid": f"HID{patient}",  # sim-defined
+                # sim-defined: an opaque id per eligibility check (one HID per visit), never the national code
+                "hid": f"HID-{secrets.token_hex(6).upper()}",
                 "insuranceType": "تامین اجتماعی",
                 "errMsg": "",
             }

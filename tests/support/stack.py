@@ -1,0 +1,121 @@
+"""A whole adapter stack for end-to-end tests: the simulator in this process, the adapter
+as real subprocesses (``python -m adapter``), with a config file written for the backend:
+embedded (SQLite store + SQLite queue) or RabbitMQ + PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from sqlalchemy import func, select
+
+from adapter.samples.generate import generate
+from adapter.sim.server import SimServer
+from adapter.store.db import make_engine, make_sessionmaker
+from adapter.store.models import InboxEvent, Submission
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def good_event_lines(count: int) -> list[bytes]:
+    """``count`` valid sample events (visits, prescriptions, edits, deletes), no bad ones."""
+    lines: list[bytes] = []
+    patients = count // 2 + 10
+    sample = generate(dt.datetime.now(dt.timezone.utc), patients=patients)
+    for line in sample.lines[: sample.distinct_events]:
+        if line.startswith(b'{"event_id": "evt-'):
+            lines.append(line)
+    assert len(lines) >= count, "generate() made fewer events than asked"
+    return lines[:count]
+
+
+@dataclass
+class Stack:
+    name: str
+    workdir: Path
+    db_url: str
+    broker_url: str
+    sim: SimServer
+    queue: str = field(default_factory=lambda: f"his.events.{uuid.uuid4().hex[:8]}")
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "adapter.yaml"
+
+    def write_config(self, **dispatch: Any) -> Path:
+        config = yaml.safe_load((REPO / "config" / "embedded.yaml").read_text())
+        config["database"]["url"] = self.db_url
+        config["broker"].update(url=self.broker_url, queue=self.queue, embedded_lease_s=2)
+        config["mappings_root"] = str(REPO / "mappings")
+        config["destinations"]["tamin"]["base_url"] = self.sim.base_url
+        config["destinations"]["tamin"]["retry"].update(base_delay_s=0.2, max_delay_s=2)
+        config["dispatch"] = {"workers": 8, "lease_s": 2, "poll_interval_s": 0.05, **dispatch}
+        config["secrets"] = {"token_key_file": str(self.workdir / "token.key")}
+        config["logging"] = {"level": "INFO", "format": "json"}
+        self.config_path.write_text(yaml.safe_dump(config))
+        return self.config_path
+
+    def adapter(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        with open(self.workdir / "adapter.log", "a") as log:
+            return subprocess.run([sys.executable, "-m", "adapter", *args, "--config", str(self.config_path)],
+                                  cwd=self.workdir, stdout=subprocess.PIPE, stderr=log, text=True, timeout=timeout,
+                                  env=self._env())
+
+    def start_adapter(self, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / "adapter.log", "a")
+        return subprocess.Popen([sys.executable, "-m", "adapter", "run", *args, "--config", str(self.config_path)],
+                                cwd=self.workdir, stdout=log, stderr=log, env=self._env())
+
+    def _env(self) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith("ADAPTER")}
+
+    def publish(self, lines: list[bytes]) -> None:
+        path = self.workdir / f"events-{uuid.uuid4().hex[:6]}.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        done = self.adapter("publish", str(path))
+        assert done.returncode == 0, self.log_tail()
+
+    def sim_stats(self) -> dict[str, Any]:
+        return httpx.get(self.sim.base_url + "/_sim/stats", timeout=10).json()
+
+    def sim_faults(self, **faults: Any) -> None:
+        httpx.post(self.sim.base_url + "/_sim/faults", json=faults, timeout=10).raise_for_status()
+
+    def wait_for_sim(self, key: str, at_least: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.sim_stats().get(key, 0) < at_least:
+            assert time.monotonic() < deadline, f"simulator never reached {key} >= {at_least}"
+            time.sleep(0.05)
+
+    def store(self) -> dict[str, Any]:
+        engine = make_engine(self.db_url)
+        try:
+            with make_sessionmaker(engine)() as session:
+                states: dict[str, int] = dict(session.execute(
+                    select(Submission.state, func.count()).group_by(Submission.state)).all())
+                creates = session.scalar(select(func.count()).where(Submission.operation == "create"))
+                events = session.scalar(select(func.count()).select_from(InboxEvent))
+                receipts = session.scalar(select(func.coalesce(func.sum(InboxEvent.duplicate_receipts), 0)))
+        finally:
+            engine.dispose()
+        return {"states": states, "creates": creates, "events": events, "duplicate_receipts": receipts}
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.workdir / "adapter.log"
+        return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else ""
+
+
+def status_json(stack: Stack) -> dict[str, Any]:
+    done = stack.adapter("status", "--json")
+    assert done.returncode == 0, stack.log_tail()
+    return json.loads(done.stdout)
