@@ -32,6 +32,13 @@ install_venv() {
 
 venv_ready || install_venv
 
+# PostgreSQL and RabbitMQ for the integration tests: installed/started when missing
+# (needs root), a quick no-op when they run. Set ADAPTER_TEST_NO_SERVICES=1 to skip.
+if [ -z "${ADAPTER_TEST_NO_SERVICES:-}" ]; then
+    bash "$ROOT/scripts/services.sh" ensure \
+        || echo "test.sh: services not available: integration tests will be skipped (CI fails them)" >&2
+fi
+
 rc=0
 "$VENV/bin/python" -m pytest "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
