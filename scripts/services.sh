@@ -68,6 +68,9 @@ amqp_ready() { port_open "$AMQP_HOST" "$AMQP_PORT"; }
 missing_packages() {
     local missing=()
     command -v rabbitmq-server >/dev/null 2>&1 || missing+=(rabbitmq-server)
+    # the paper-prescription PDF needs a Persian font; its tests read PDFs with poppler
+    dpkg -s fonts-noto-core >/dev/null 2>&1 || missing+=(fonts-noto-core)
+    command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
     if ! command -v pg_ctlcluster >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
         missing+=(postgresql)
     fi
