@@ -299,5 +299,8 @@ def set_refresh_token(prescriber: Annotated[str, typer.Option(help="the prescrib
     err.print("stored (encrypted)")
 
 
+from adapter.ops import cli_replay; cli_replay.register(app)  # noqa: E402,E702  adapter list / adapter replay
+
+
 def main() -> None:
     app()

@@ -1,0 +1,250 @@
+"""``adapter list`` and ``adapter replay``: find failed work and send it again.
+
+Registered on the main ``adapter`` app by ``adapter.ops.cli`` (``cli_replay.register(app)``).
+The helpers of ``adapter.ops.cli`` are imported inside the commands, because that module
+imports this one while it is still loading.
+"""
+
+import getpass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from adapter.config import DEFAULT_CONFIG
+
+# Same option as adapter.ops.cli.ConfigOption (not imported from there: see the module docstring).
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", envvar="ADAPTER_CONFIG",
+                                            help="config file (env ADAPTER_CONFIG)")]
+StateOpt = Annotated[Optional[list[str]], typer.Option(
+    "--state", help="submission state (repeatable: --state dead --state rejected)", show_default=False)]
+DestinationOpt = Annotated[Optional[str], typer.Option("--destination", help="destination, e.g. tamin")]
+TypeOpt = Annotated[Optional[str], typer.Option("--type", help="event type, e.g. prescription.created")]
+OperationOpt = Annotated[Optional[str], typer.Option("--operation", help="operation, e.g. create, eligibility")]
+SinceOpt = Annotated[Optional[str], typer.Option(
+    "--since", help="last changed at or after: ISO datetime (UTC unless it has an offset) or 45m, 2h, 3d, 1w ago")]
+UntilOpt = Annotated[Optional[str], typer.Option("--until", help="last changed at or before (same forms as --since)")]
+ErrorOpt = Annotated[Optional[str], typer.Option("--error", help="text in the last error (case-insensitive)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+_ERROR_WIDTH = 60
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list")(list_command)
+    app.command("replay")(replay_command)
+
+
+def _bad(message: str) -> typer.Exit:
+    from adapter.ops.cli import err
+
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+def _filters(state: Optional[list[str]], destination: Optional[str], event_type: Optional[str],
+             operation: Optional[str], since: Optional[str], until: Optional[str], error: Optional[str]) -> Any:
+    from adapter.ops.inspect import FilterError, make_filters
+
+    try:
+        return make_filters(states=state, destination=destination, event_type=event_type, operation=operation,
+                            since=since, until=until, error=error)
+    except FilterError as exc:
+        raise _bad(str(exc)) from None
+
+
+def _open(config: Path) -> tuple[Any, Any, Any]:
+    from adapter.app import open_store
+    from adapter.ops.cli import _config
+
+    cfg = _config(config)
+    engine, sessions = open_store(cfg)
+    return cfg, engine, sessions
+
+
+def _cell(text: Optional[str], width: Optional[int] = None) -> Text:
+    text = text or ""
+    if width and len(text) > width:
+        text = text[: width - 1] + "…"
+    return Text(text)  # never markup: errors and ids come from outside
+
+
+def _table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("event", overflow="fold")  # ids are copied from here: wrap, never cut
+    table.add_column("type", overflow="fold")
+    table.add_column("destination/operation", overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("attempts", justify="right", no_wrap=True)
+    table.add_column("updated_at (UTC)", no_wrap=True)
+    table.add_column("last_error", ratio=2)  # already cut to _ERROR_WIDTH characters
+    for row in rows:
+        table.add_row(str(row["id"]), _cell(row["event_id"]), _cell(row["event_type"]),
+                      _cell(f"{row['destination']}/{row['operation']}"), _cell(row["state"]), str(row["attempts"]),
+                      _cell((row["updated_at"] or "")[:19].replace("T", " ")),
+                      _cell((row["last_error"] or "").replace("\n", " "), _ERROR_WIDTH))
+    return table
+
+
+def list_command(
+    state: StateOpt = None,
+    destination: DestinationOpt = None,
+    event_type: TypeOpt = None,
+    operation: OperationOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    error: ErrorOpt = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many rows (newest change first)")] = 50,
+    json_out: JsonOpt = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Submissions matching the filters (identifiers masked in errors), most recently changed first."""
+    from sqlalchemy import func
+
+    from adapter.ops.cli import _print_json, console, err
+    from adapter.ops.inspect import list_submissions, matching
+    from adapter.store.models import Submission
+
+    filters = _filters(state, destination, event_type, operation, since, until, error)
+    _, engine, sessions = _open(config)
+    try:
+        with sessions() as session:
+            rows = list_submissions(session, filters, limit)
+            total = session.scalar(matching(filters, func.count(Submission.id))) if len(rows) >= limit else len(rows)
+    finally:
+        engine.dispose()
+    if json_out:
+        _print_json(rows)
+    else:
+        console.print(_table(rows, "Submissions"))
+    if total and total > len(rows):
+        err.print(f"showing {len(rows)} of {total} matching; raise --limit or narrow the filters")
+
+
+def replay_command(
+    submission_ids: Annotated[Optional[list[str]], typer.Argument(
+        help="submission ids to replay (or use --filter)", show_default=False)] = None,
+    use_filter: Annotated[bool, typer.Option("--filter", help="replay what the filter options match")] = False,
+    state: StateOpt = None,
+    destination: DestinationOpt = None,
+    event_type: TypeOpt = None,
+    operation: OperationOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    error: ErrorOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="rows per transaction")] = 100,
+    max_rows: Annotated[int, typer.Option("--max", min=1, help="with --filter: replay at most this many")] = 1000,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be replayed; change nothing")] = False,
+    remap: Annotated[bool, typer.Option("--remap", help="rebuild the payload from the stored event with the "
+                                                        "current mapping files")] = False,
+    reason: Annotated[Optional[str], typer.Option("--reason", help="why (recorded in the audit trail); "
+                                                                   "required unless --dry-run")] = None,
+    actor: Annotated[Optional[str], typer.Option("--actor", help="who, for the audit trail "
+                                                                 "[default: the OS user]")] = None,
+    json_out: JsonOpt = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Move rejected, invalid or dead submissions back to pending (audited), by id or by filter.
+
+    Exit code 0 when every requested replay happened, 1 when some were skipped, 2 on bad arguments.
+    """
+    from adapter.config import ConfigError
+    from adapter.ops.cli import _fail_config, _print_json, err
+    from adapter.ops.replay import Replayer, ReplayArgumentError
+
+    ids = _ids(submission_ids or [])
+    filter_given = any((state, destination, event_type, operation, since, until, error))
+    if use_filter and ids:
+        raise _bad("give submission ids or --filter, not both")
+    if not use_filter and not ids:
+        raise _bad("give one or more submission ids, or --filter with filter options")
+    if filter_given and not use_filter:
+        raise _bad("filter options (--state, --destination, --type, --operation, --since, --until, --error) "
+                   "need --filter")
+    if not dry_run and not (reason and reason.strip()):
+        raise _bad('--reason "..." is required (it goes into the audit trail), unless --dry-run')
+    filters = _filters(state, destination, event_type, operation, since, until, error) if use_filter else None
+
+    cfg, engine, sessions = _open(config)
+    try:
+        mappings = None
+        if remap:
+            from adapter.app import load_checked_mappings
+            try:
+                mappings = load_checked_mappings(cfg)
+            except ConfigError as exc:
+                _fail_config(exc)
+        try:
+            replayer = Replayer(sessions, actor=actor or _os_user(), reason=reason, mappings=mappings,
+                                dry_run=dry_run, batch_size=batch_size)
+            matched = None
+            if filters is not None:
+                ids, matched = replayer.candidates(filters, max_rows)
+            report = _with_progress(lambda progress: replayer.replay_ids(ids, progress, matched=matched),
+                                    show=filters is not None or len(ids) > batch_size,
+                                    label="checking" if dry_run else "replaying")
+        except ReplayArgumentError as exc:
+            raise _bad(str(exc)) from None
+        if json_out:
+            _print_json(report.as_json())
+        else:
+            _print_report(sessions, report)
+    finally:
+        engine.dispose()
+    if report.over_max:
+        err.print(f"[yellow]--max {max_rows} reached:[/] {report.over_max} more matching submission(s) were not "
+                  "looked at; run again (or raise --max) to continue")
+    raise typer.Exit(1 if report.skipped else 0)
+
+
+def _ids(values: list[str]) -> list[int]:
+    ids: list[int] = []
+    for value in values:
+        for part in value.replace(",", " ").split():
+            if not part.isdigit():
+                raise _bad(f"{part!r} is not a submission id (a number, as shown by adapter list)")
+            ids.append(int(part))
+    return ids
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers): still audit something
+        return "unknown"
+
+
+def _with_progress(work: Any, *, show: bool, label: str) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from adapter.ops.cli import err
+
+    if not show:
+        return work(None)
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err) as bar:
+        task = bar.add_task("replay", total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _print_report(sessions: Any, report: Any) -> None:
+    from sqlalchemy import select
+
+    from adapter.ops.cli import console
+    from adapter.ops.inspect import row_dict
+    from adapter.store.models import InboxEvent, Submission
+
+    if report.dry_run and report.replayed:
+        with sessions() as session:
+            found = session.execute(select(Submission, InboxEvent.event_type)
+                                    .join(InboxEvent, InboxEvent.event_id == Submission.event_id)
+                                    .where(Submission.id.in_(report.replayed)).order_by(Submission.id)).all()
+        console.print(_table([row_dict(sub, event_type) for sub, event_type in found], "Would be replayed (dry run)"))
+    verb = "would replay" if report.dry_run else "replayed"
+    console.print(f"{verb} {len(report.replayed)} submission(s) to pending; skipped {len(report.skipped)}",
+                  highlight=False)
+    for skipped in report.skipped:
+        console.print(Text(f"  skipped {skipped.id} ({skipped.state or 'not found'}): {skipped.reason}"))
