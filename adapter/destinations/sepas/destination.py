@@ -1,0 +1,204 @@
+"""SEPAS (through DITAS) as a dispatch destination.
+
+``prepare`` does everything that needs no network: it completes ``MsgID`` (system and
+facility ids from config, VersionLifecycleState, the PatientUID/CompositionUID SEPAS gave
+earlier messages about the same record), adds the visit's HID when the mapping left it
+out, writes the XML and runs the local terminology checks. Any problem there is an
+``invalid`` outcome and nothing is sent.
+
+``send`` encrypts, calls the validation service (mandatory before every send, seed 004)
+and only when it reports no critical error calls the save; the returned ids
+(``message_uid``, ``composition_uid``, ``patient_uid``) end up in the submission's result.
+
+The mapping gives ``params``: ``message`` (PatientBill, MedicationPrescription, ...),
+``facility`` (the event's facility_siam_id) and optionally ``visit_id``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import zoneinfo
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from adapter.destinations.base import Job
+from adapter.destinations.outcome import Outcome, OutcomeClass
+from adapter.destinations.sepas.client import DESTINATION, DitasClient
+from adapter.destinations.sepas.config import SepasConfig
+from adapter.destinations.sepas.crypto import encrypt_envelope, load_public_key
+from adapter.destinations.sepas.messages import (
+    MessageProblem,
+    build_xml,
+    document_hash,
+    spec_for,
+)
+from adapter.destinations.sepas.terminology import Terminology
+from adapter.store.models import Submission, Visit
+from adapter.store.states import State
+
+INCOMPLETE = {"Value": "incomplete", "Terminology_id": "thritaEHR", "Coded_string": "1.1.1.2"}
+_TEHRAN = zoneinfo.ZoneInfo("Asia/Tehran")
+
+
+def tehran_today() -> dt.date:
+    return dt.datetime.now(_TEHRAN).date()
+
+
+def _identifier(value: str, kind: str) -> dict[str, str]:
+    return {"Issuer": "MOHME_IT", "Assigner": "MOHME_IT", "ID": value, "Type": kind}
+
+
+def complete_msg_id(tree: dict[str, Any], system_id: str, location_id: str,
+                    patient_uid: str | None = None, composition_uid: str | None = None) -> dict[str, Any]:
+    """A copy of ``tree`` whose MsgID has the ids in the order of the VO (research s.2)."""
+    out = copy.deepcopy(tree)
+    given = dict(out.get("MsgID") or {})
+    msg: dict[str, Any] = {"VersionLifecycleState": given.pop("VersionLifecycleState", INCOMPLETE)}
+    if "IS_Queriable" in given:
+        msg["IS_Queriable"] = given.pop("IS_Queriable")
+    msg["SystemID"] = _identifier(system_id, "System_ID")
+    msg["HealthCareFacilityID"] = _identifier(location_id, "Org_ID")
+    given.pop("SystemID", None), given.pop("HealthCareFacilityID", None)
+    patient_uid = given.pop("PatientUID", None) or patient_uid
+    composition_uid = given.pop("CompositionUID", None) or composition_uid
+    if patient_uid:
+        msg["PatientUID"] = patient_uid
+    if composition_uid:
+        msg["CompositionUID"] = composition_uid
+    msg.update(given)  # Committer and anything else the mapping gave
+    ordered = {"Person": out.get("Person"), "MsgID": msg, "Composition": out.get("Composition")}
+    return {k: v for k, v in ordered.items() if v is not None}
+
+
+class SepasDestination:
+    name = DESTINATION
+
+    def __init__(self, client: DitasClient, config: SepasConfig, terminology: Terminology,
+                 today: Callable[[], dt.date] = tehran_today, hid_destination: str | None = "tamin"):
+        self._client, self._config, self._terminology = client, config, terminology
+        self._public_key = load_public_key(config.public_key_file)
+        self._today = today
+        self._hid_destination = hid_destination
+
+    # ----- prepare ----------------------------------------------------------------------
+    def prepare(self, session: Session, job: Job) -> Job | Outcome:
+        known = self._known_uids(session, job)
+        hid = self._visit_hid(session, job)
+        return self.prepare_offline(job, known, hid)
+
+    def prepare_offline(self, job: Job, known: dict[str, str] | None = None, hid: str | None = None) -> Job | Outcome:
+        """The part of ``prepare`` that needs no database (also used by tests and ``mapping test``)."""
+        params = job.params or {}
+        try:
+            spec = spec_for(str(params.get("message")))
+        except MessageProblem as exc:
+            return Outcome(OutcomeClass.invalid, f"mapping params.message: {exc}")
+        location = self._config.location_for(params.get("facility"))
+        if not location:
+            return Outcome(OutcomeClass.invalid, "no facility GUID for this facility: set destinations.sepas."
+                                                 "location_ids or default_location_id")
+        if not isinstance(job.payload, dict):
+            return Outcome(OutcomeClass.invalid, "the SEPAS mapping produced no message body")
+        known = known or {}
+        tree = complete_msg_id(job.payload, self._config.system_id, location,
+                               known.get("patient_uid"), known.get("composition_uid"))
+        if hid:
+            _add_hid(tree, hid, self._hid_destination)
+        problems = self._terminology.check(spec.name, tree, self._today())
+        if problems:
+            return Outcome(OutcomeClass.invalid,
+                           "local terminology check: " + "; ".join(str(p) for p in problems)[:1500],
+                           result={"validation": [p.as_dict() for p in problems], "validated_by": "local"})
+        try:
+            xml = build_xml(spec.name, tree)
+        except MessageProblem as exc:
+            return Outcome(OutcomeClass.invalid, f"SEPAS message: {exc}")
+        return job.with_context(message=spec.name, xml=xml.decode("utf-8"), location_id=location,
+                                document_hash=document_hash(xml), uids=known)
+
+    def _known_uids(self, session: Session, job: Job) -> dict[str, str]:
+        """CompositionUID of this record and PatientUID from earlier accepted SEPAS messages."""
+        known: dict[str, str] = {}
+        message = (job.params or {}).get("message")
+        if job.subject_key:
+            rows = session.scalars(select(Submission).where(
+                Submission.destination == self.name, Submission.subject_key == job.subject_key,
+                Submission.state == State.accepted.value, Submission.id != job.submission_id)
+                .order_by(Submission.id.desc())).all()
+            for row in rows:
+                result = row.result or {}
+                if (row.params or {}).get("message") == message and result.get("composition_uid"):
+                    known.setdefault("composition_uid", result["composition_uid"])
+                if result.get("patient_uid"):
+                    known.setdefault("patient_uid", result["patient_uid"])
+        facility, visit_id = (job.params or {}).get("facility"), (job.params or {}).get("visit_id")
+        if "patient_uid" not in known and facility and visit_id:
+            row = session.get(Visit, (str(facility), str(visit_id), self.name))
+            if row is not None and (row.detail or {}).get("patient_uid"):
+                known["patient_uid"] = row.detail["patient_uid"]
+        return known
+
+    def _visit_hid(self, session: Session, job: Job) -> str | None:
+        facility, visit_id = (job.params or {}).get("facility"), (job.params or {}).get("visit_id")
+        if not (self._hid_destination and facility and visit_id):
+            return None
+        row = session.get(Visit, (str(facility), str(visit_id), self._hid_destination))
+        return row.hid if row is not None and row.eligible and row.hid else None
+
+    # ----- send -------------------------------------------------------------------------
+    def _ready(self, job: Job) -> Job | Outcome:
+        return job if "xml" in job.context else self.prepare_offline(job)
+
+    def send(self, job: Job) -> Outcome:
+        ready = self._ready(job)
+        if isinstance(ready, Outcome):
+            return ready
+        spec = spec_for(ready.context["message"])
+        envelope = encrypt_envelope(ready.context["xml"].encode("utf-8"), self._public_key)
+        body = self._client.envelope_body(spec, envelope, ready.context["location_id"])
+        checked, items = self._client.validate(spec, body, ready.idempotency_key)
+        if checked.klass is not OutcomeClass.accepted:
+            checked.result.setdefault("validated_by", "sepas")
+            return checked
+        saved = self._client.save(spec, body, ready.idempotency_key)
+        if items:
+            saved.result["validation_warnings"] = [i.as_dict() for i in items]
+        saved.request["validated"] = True
+        saved.request["document_sha256"] = ready.context["document_hash"][:16]
+        return saved
+
+    def lookup(self, job: Job) -> Outcome:
+        ready = self._ready(job)
+        if isinstance(ready, Outcome):
+            return ready
+        spec = spec_for(ready.context["message"])
+        return self._client.lookup(spec, ready.context["document_hash"], ready.context["location_id"],
+                                   ready.idempotency_key)
+
+    def on_result(self, session: Session, job: Job, outcome: Outcome) -> None:
+        """Keep the PatientUID per visit, so later messages of the visit carry it."""
+        if outcome.klass is not OutcomeClass.accepted or not outcome.result.get("patient_uid"):
+            return
+        facility, visit_id = (job.params or {}).get("facility"), (job.params or {}).get("visit_id")
+        if not (facility and visit_id):
+            return
+        row = session.get(Visit, (str(facility), str(visit_id), self.name)) or Visit(
+            facility_siam_id=str(facility), visit_id=str(visit_id), destination=self.name)
+        row.detail = {**(row.detail or {}), "patient_uid": outcome.result["patient_uid"]}
+        session.add(row)
+
+
+def _add_hid(tree: dict[str, Any], hid: str, issuer: str | None) -> None:
+    """Put the visit's HID into the first Insurance that has none (SHEBAD, research s.7)."""
+    composition = tree.get("Composition")
+    if not isinstance(composition, dict):
+        return
+    insurance = composition.get("Insurance")
+    first = insurance[0] if isinstance(insurance, list) and insurance else insurance
+    if isinstance(first, dict) and not first.get("SHEBAD"):
+        org = (issuer or "").upper() or "MOHME_IT"
+        first["SHEBAD"] = {"Issuer": org, "Assigner": org, "ID": hid, "Type": "HID"}
