@@ -106,8 +106,7 @@ class SepasDestination:
         known = known or {}
         tree = complete_msg_id(job.payload, self._config.system_id, location,
                                known.get("patient_uid"), known.get("composition_uid"))
-        if hid:
-            _add_hid(tree, hid, self._hid_destination)
+        _add_hid(tree, hid, self._hid_destination)
         problems = self._terminology.check(spec.name, tree, self._today())
         if problems:
             return Outcome(OutcomeClass.invalid,
@@ -192,13 +191,23 @@ class SepasDestination:
         session.add(row)
 
 
-def _add_hid(tree: dict[str, Any], hid: str, issuer: str | None) -> None:
-    """Put the visit's HID into the first Insurance that has none (SHEBAD, research s.7)."""
+def _add_hid(tree: dict[str, Any], hid: str | None, issuer: str | None) -> None:
+    """Complete the first Insurance's SHEBAD (the HID, research s.7): ``{Issuer, Assigner, ID, Type=HID}``.
+
+    The mapping may give only ``Issuer`` (from the insurer) and ``ID`` when the HIS knows the
+    HID; without an ID the visit's HID from eligibility is used, else SHEBAD is left out.
+    """
     composition = tree.get("Composition")
     if not isinstance(composition, dict):
         return
     insurance = composition.get("Insurance")
     first = insurance[0] if isinstance(insurance, list) and insurance else insurance
-    if isinstance(first, dict) and not first.get("SHEBAD"):
-        org = (issuer or "").upper() or "MOHME_IT"
-        first["SHEBAD"] = {"Issuer": org, "Assigner": org, "ID": hid, "Type": "HID"}
+    if not isinstance(first, dict):
+        return
+    shebad = first.get("SHEBAD") if isinstance(first.get("SHEBAD"), dict) else {}
+    hid_value = shebad.get("ID") or hid
+    if not hid_value:
+        first.pop("SHEBAD", None)
+        return
+    org = str(shebad.get("Issuer") or (issuer or "").upper() or "MOHME_IT")
+    first["SHEBAD"] = {"Issuer": org, "Assigner": org, "ID": hid_value, "Type": "HID"}
