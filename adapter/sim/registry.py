@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import zlib
 import random
 import secrets
 import threading
@@ -29,7 +30,24 @@ import jdatetime
 from adapter.sim import tamin_rules as rules
 from adapter.sim.settings import TaminSimSettings, parse_jalali_compact
 
-API_ENDPOINTS = frozenset({"eligibility", "create", "detail", "edit", "delete", "lookup"})
+API_ENDPOINTS = frozenset({"eligibility", "create", "detail", "edit", "delete", "lookup", "claim_status"})
+AUDIT_STATUSES = ("submitted", "under_audit", "audited", "paid", "rejected")
+"""Claim audit/payment states the simulator reports (sim-defined, docs/tamin-wire.md)."""
+
+
+def unit_price(srv_code: str | None) -> int:
+    """Sim-defined tariff: a stable price in rials per unit of a service code (100,000-2,000,000)."""
+    return 100_000 * (1 + zlib.crc32(str(srv_code).encode()) % 20)
+
+
+@dataclass
+class Claim:
+    """The insurer's audit and payment record of one prescription (sim-defined)."""
+
+    audit_status: str = "submitted"
+    bill_id: str | None = None
+    paid_date: str | None = None
+    deductions: list[dict[str, Any]] = field(default_factory=list)
 TOKEN_ENDPOINTS = frozenset({"token", "refresh"})
 
 
@@ -49,6 +67,7 @@ class Prescription:
     status: str = "active"
     edited: bool = False
     dispensed: bool = False
+    claim: Claim = field(default_factory=Claim)
 
     def content_key(self) -> str:
         return rules.content_key(
@@ -74,6 +93,26 @@ class Prescription:
             ],
             "status": self.status,
             "edited": self.edited,
+        }
+
+    def claim_status(self) -> dict[str, Any]:
+        """The sim-defined claim-status shape of the contract doc."""
+        claimed = sum(unit_price(rules.item_srv_code(i)) * int(i.get("srvQty") or 0) for i in self.items)
+        deducted = sum(int(d.get("amount") or 0) for d in self.claim.deductions)
+        status = "cancelled" if self.status == "deleted" else self.claim.audit_status
+        decided = status in ("audited", "paid")
+        approved = max(claimed - deducted, 0) if decided else None
+        return {
+            "head_EPRSC_ID": self.head_id,
+            "trackingCode": self.tracking_code,
+            "prescDate": self.presc_date,
+            "auditStatus": status,
+            "billId": self.claim.bill_id,
+            "claimedAmount": claimed,
+            "approvedAmount": approved,
+            "paidAmount": approved if status == "paid" else 0,
+            "paidDate": self.claim.paid_date if status == "paid" else None,
+            "deductions": copy.deepcopy(self.claim.deductions),
         }
 
     def detail_items(self) -> list[dict[str, Any]]:
@@ -441,6 +480,91 @@ class TaminRegistry:
                 for p in self._state.prescriptions.values()
                 if p.status == "active" and p.patient == patient and p.doc_id == doc_id and p.presc_date == presc_date
             ]
+
+    # ----- claims (audit, payment, deductions; sim-defined) ------------------------------
+    def claim_status(self, patient: str, tracking_code: int) -> dict[str, Any] | None:
+        with self._lock:
+            for p in self._state.prescriptions.values():
+                if p.patient == patient and p.tracking_code == tracking_code:
+                    return p.claim_status()
+            return None
+
+    def set_claim(self, head_id: int, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Admin: set a claim's ``auditStatus``, ``billId``, ``paidDate`` and/or ``deductions``
+        (each ``{srvCode, amount, reasonCode, reason}``; ``deductionId`` is numbered when absent)."""
+        with self._lock:
+            presc = self._state.prescriptions.get(head_id)
+            if presc is None:
+                return None
+            self._patch_claim(presc, patch)
+            return presc.claim_status()
+
+    def settle_claims(self, patch: dict[str, Any]) -> int:
+        """Admin: apply ``patch`` (as :meth:`set_claim`, without deductions) to every live claim
+        still ``submitted``; the number changed."""
+        with self._lock:
+            changed = 0
+            for presc in self._state.prescriptions.values():
+                if presc.status == "active" and presc.claim.audit_status == "submitted":
+                    self._patch_claim(presc, {k: v for k, v in patch.items() if k != "deductions"})
+                    changed += 1
+            return changed
+
+    def _patch_claim(self, presc: Prescription, patch: dict[str, Any]) -> None:
+        status = patch.get("auditStatus", presc.claim.audit_status)
+        if status not in AUDIT_STATUSES:
+            raise ValueError(f"auditStatus must be one of {', '.join(AUDIT_STATUSES)}")
+        presc.claim.audit_status = status
+        if "billId" in patch:
+            presc.claim.bill_id = patch["billId"]
+        elif presc.claim.bill_id is None and status != "submitted":
+            presc.claim.bill_id = f"B-{presc.presc_date}-{presc.head_id}"
+        if "paidDate" in patch:
+            presc.claim.paid_date = patch["paidDate"]
+        elif status == "paid" and presc.claim.paid_date is None:
+            presc.claim.paid_date = presc.presc_date
+        if "deductions" in patch:
+            rows = []
+            for number, item in enumerate(patch["deductions"] or [], start=1):
+                if not isinstance(item, dict) or int(item.get("amount") or 0) <= 0:
+                    raise ValueError("each deduction needs a positive amount")
+                rows.append({"deductionId": item.get("deductionId") or f"D{presc.head_id}-{number}",
+                             "srvCode": item.get("srvCode"), "amount": int(item["amount"]),
+                             "reasonCode": str(item.get("reasonCode") or ""), "reason": str(item.get("reason") or "")})
+            presc.claim.deductions = rows
+
+    # ----- admin: seed discrepancies ------------------------------------------------------
+    def alter_prescription(self, head_id: int, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Admin: change a registered prescription behind the adapter's back: ``items``
+        (``[{srvCode, srvQty}]``) and/or ``status`` (``active``/``deleted``)."""
+        with self._lock:
+            presc = self._state.prescriptions.get(head_id)
+            if presc is None:
+                return None
+            if "items" in patch:
+                presc.items = self._number_items(
+                    [{"srvId": {"srvCode": str(i["srvCode"])}, "srvQty": i["srvQty"]} for i in patch["items"]], {})
+            if "status" in patch:
+                if patch["status"] not in ("active", "deleted"):
+                    raise ValueError("status must be active or deleted")
+                presc.status = patch["status"]
+            return presc.head()
+
+    def forget_prescription(self, head_id: int) -> bool:
+        """Admin: the insurer loses a prescription entirely (lookups no longer find it)."""
+        with self._lock:
+            return self._state.prescriptions.pop(head_id, None) is not None
+
+    def inject_prescription(self, head: dict[str, Any], today: jdatetime.date) -> dict[str, Any]:
+        """Admin: a prescription the adapter never sent (e.g. typed in Tamin's own portal):
+        ``{patient, docId, prescDate, prescTypeId, items: [{srvCode, srvQty}], docNationalCode?}``."""
+        body = {"patient": str(head["patient"]), "docId": str(head["docId"]), "prescDate": str(head["prescDate"]),
+                "docNationalCode": head.get("docNationalCode"), "prescType": {"prescTypeId": int(head["prescTypeId"])},
+                "noteDetailEprscs": [{"srvId": {"srvCode": str(i["srvCode"])}, "srvQty": i["srvQty"]}
+                                     for i in head.get("items") or []]}
+        with self._lock:
+            presc = self._store(body, f"injected:{len(self._state.prescriptions)}", today)
+            return presc.head()
 
     # ----- reporting -----------------------------------------------------------------
     def prescriptions(self) -> list[dict[str, Any]]:

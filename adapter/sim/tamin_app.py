@@ -259,6 +259,19 @@ async def _lookup(request: Request, registry: TaminRegistry) -> Response:
     return _envelope({"error_Msg": rules.MSG_DATA_NULL, "list": []}, status=400)
 
 
+async def _claim_status(request: Request, registry: TaminRegistry) -> Response:
+    """Sim-defined: the audit/payment status of one prescription's claim, with deductions."""
+    q = request.query_params
+    try:
+        patient, tracking = q["patient"], int(q["trackingCode"])
+    except (KeyError, ValueError):
+        return _envelope({"error_Msg": rules.MSG_DATA_NULL, "claim": None}, status=400)
+    claim = registry.claim_status(patient, tracking)
+    if claim is None:
+        return _envelope({"error_Msg": rules.MSG_NOT_FOUND, "claim": None})
+    return _envelope({"claim": claim})
+
+
 # ----- simulator admin -----------------------------------------------------------------
 def _settings_json(registry: TaminRegistry) -> dict[str, Any]:
     return registry.settings.model_dump(mode="json")
@@ -320,6 +333,61 @@ async def _admin_creates(request: Request) -> Response:
     return JSONResponse({"list": [vars(r) for r in records]})
 
 
+async def _admin_json(request: Request) -> dict[str, Any] | None:
+    body = await _json_body(request)
+    return body if isinstance(body, dict) else None
+
+
+async def _admin_claim(request: Request) -> Response:
+    patch = await _admin_json(request)
+    if patch is None:
+        return JSONResponse({"error": "expected a JSON object"}, status_code=400)
+    try:
+        claim = request.app.state.registry.set_claim(request.path_params["headId"], patch)
+    except (ValueError, TypeError) as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return JSONResponse({"claim": claim}, status_code=200 if claim else 404)
+
+
+async def _admin_settle(request: Request) -> Response:
+    patch = await _admin_json(request)
+    if patch is None:
+        return JSONResponse({"error": "expected a JSON object"}, status_code=400)
+    try:
+        changed = request.app.state.registry.settle_claims(patch)
+    except (ValueError, TypeError) as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return JSONResponse({"changed": changed})
+
+
+async def _admin_alter(request: Request) -> Response:
+    registry: TaminRegistry = request.app.state.registry
+    head_id = request.path_params["headId"]
+    if request.method == "DELETE":
+        found = registry.forget_prescription(head_id)
+        return JSONResponse({"forgotten": found}, status_code=200 if found else 404)
+    patch = await _admin_json(request)
+    if patch is None:
+        return JSONResponse({"error": "expected a JSON object"}, status_code=400)
+    try:
+        head = registry.alter_prescription(head_id, patch)
+    except (ValueError, TypeError, KeyError) as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return JSONResponse({"head": head}, status_code=200 if head else 404)
+
+
+async def _admin_inject(request: Request) -> Response:
+    registry: TaminRegistry = request.app.state.registry
+    head = await _admin_json(request)
+    if head is None:
+        return JSONResponse({"error": "expected a JSON object"}, status_code=400)
+    try:
+        created = registry.inject_prescription(head, _today(request, registry))
+    except (ValueError, TypeError, KeyError) as exc:
+        return JSONResponse({"error": f"bad prescription: {exc}"}, status_code=400)
+    return JSONResponse({"head": created})
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if not request.url.path.startswith("/_sim/"):
@@ -339,6 +407,7 @@ def _routes() -> list[Route]:
         api("/api/v2/patients/deserve-info/{requestBy}/{siamId}/{docId}/{patient}", "eligibility", _eligibility, "GET"),
         api("/api/v2/SendEpresc", "create", _create, "POST"),
         api("/api/v2/ep/lookup", "lookup", _lookup, "GET"),
+        api("/api/v2/ep/claim-status", "claim_status", _claim_status, "GET"),
         api("/api/v2/ep/{headId:int}/{docNationalCode}/{docId}/detail", "detail", _detail, "GET"),
         api("/api/v2/ep/update/{headId:int}/{docNationalCode}/{docId}", "edit", _edit, "POST"),
         api("/api/v2/ep/{headId:int}/{docNationalCode}/{docId}", "delete", _delete, "POST"),
@@ -349,6 +418,7 @@ def _routes() -> list[Route]:
         api("/interface/epresc/SendEpresc/v2/{headId:int}/{docId}", "detail", _detail, "GET"),
         api("/interface/epresc/patient/v2/deserve-info/{siamId}/{docId}/{patient}", "eligibility", _eligibility, "GET"),
         api("/interface/epresc/lookup", "lookup", _lookup, "GET"),
+        api("/interface/epresc/claim-status", "claim_status", _claim_status, "GET"),
         # simulator admin
         Route("/_sim/stats", _admin_stats, methods=["GET"]),
         Route("/_sim/reset", _admin_reset, methods=["POST"]),
@@ -356,6 +426,10 @@ def _routes() -> list[Route]:
         Route("/_sim/refresh-tokens", _admin_refresh_tokens, methods=["POST"]),
         Route("/_sim/dispense/{headId:int}", _admin_dispense, methods=["POST"]),
         Route("/_sim/prescriptions", _admin_prescriptions, methods=["GET"]),
+        Route("/_sim/prescriptions", _admin_inject, methods=["POST"]),
+        Route("/_sim/prescriptions/{headId:int}", _admin_alter, methods=["POST", "DELETE"]),
+        Route("/_sim/claims/settle", _admin_settle, methods=["POST"]),
+        Route("/_sim/claims/{headId:int}", _admin_claim, methods=["POST"]),
         Route("/_sim/requests", _admin_requests, methods=["GET"]),
         Route("/_sim/creates", _admin_creates, methods=["GET"]),
     ]
