@@ -15,6 +15,8 @@ def subject_key(event: dict[str, Any]) -> str | None:
         return f"rx:{facility}:{payload['prescription_id']}"
     if event["event_type"] == "visit.admitted":
         return f"visit:{facility}:{payload['visit_id']}"
+    if event["event_type"] == "bill.closed":  # a corrected bill updates the same SEPAS record
+        return f"bill:{facility}:{payload['visit_id']}"
     return None
 
 

@@ -11,7 +11,7 @@ import pytest
 from adapter.destinations.base import Job
 from adapter.destinations.sepas.events import BillClosedEvent
 from adapter.events.parse import parse_event
-from adapter.mapping import load_mapping_file, load_mappings
+from adapter.mapping import load_mappings
 from tests.unit.sepas_support import make_destination
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,12 +29,8 @@ def load_event(path: Path) -> dict:
 def mapped_job(case: Path) -> Job:
     event = load_event(case)
     mapping_name = case.name.split(".")[0]
-    shipped = REPO / "mappings" / "sepas" / f"{mapping_name}.yaml"
-    if shipped.exists():
-        [mapping] = [m for m in load_mappings(REPO / "mappings", ["sepas"]).for_event(event["event_type"], "sepas")
-                     if m.source_file.stem == mapping_name]
-    else:  # waiting for its event type in the contract (see the file's header)
-        mapping = load_mapping_file(REPO / "mappings" / "sepas" / "pending" / f"{mapping_name}.yaml")
+    [mapping] = [m for m in load_mappings(REPO / "mappings", ["sepas"]).for_event(event["event_type"], "sepas")
+                 if m.source_file.stem == mapping_name]
     mapped = mapping.apply(event)
     return Job(submission_id=1, event_id=event["event_id"], destination="sepas", operation=mapped.operation,
                params=mapped.params, payload=mapped.body, principal="ditas", idempotency_key=f"key-{event['event_id']}",
@@ -43,7 +39,7 @@ def mapped_job(case: Path) -> Job:
 
 def test_every_shipped_mapping_has_a_golden_case() -> None:
     folder = REPO / "mappings" / "sepas"
-    shipped = {p.stem for p in [*folder.glob("*.yaml"), *(folder / "pending").glob("*.yaml")]}
+    shipped = {p.stem for p in folder.glob("*.yaml")}
     assert shipped == {case.name.split(".")[0] for case in CASES} == {"medication_prescription", "patient_bill"}
 
 
