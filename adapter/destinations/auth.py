@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
@@ -22,6 +22,13 @@ class IssuedToken:
     access_token: str
     expires_at: float  # time.monotonic() seconds
     refresh_token: str | None = None
+    issued_at: float = field(default_factory=time.monotonic)
+
+    def refresh_due(self, leeway_s: float) -> bool:
+        """Due within ``leeway_s`` of expiry; the leeway is capped at half the lifetime, so a
+        short-lived token is still reused instead of being fetched again for every call."""
+        lifetime = self.expires_at - self.issued_at
+        return time.monotonic() >= self.expires_at - min(leeway_s, lifetime / 2)
 
 
 class TokenError(Exception):
@@ -57,7 +64,9 @@ def _post_form(http: httpx.Client, url: str, form: dict[str, str], what: str) ->
     try:
         return http.post(url, data=form)
     except httpx.HTTPError as exc:
-        # a lost token answer is harmless (asking again just issues another token): transient
+        # A lost client-credentials answer is harmless: asking again issues another token. A lost
+        # refresh-grant answer is not when the insurer rotates refresh tokens (the old one is spent):
+        # the next try then fails as ``auth`` with the re-login hint below.
         raise TokenError(f"{what}: {type(exc).__name__}", OutcomeClass.transient) from None
 
 
@@ -89,7 +98,14 @@ class RefreshTokenProvider:
             raise TokenError("no refresh token stored for this prescriber: run `adapter auth set-refresh-token`",
                              OutcomeClass.auth)
         form = {"grant_type": "refresh_token", "client_id": self._client_id, "refresh_token": refresh, "audience": principal}
-        token, ttl, rotated = _issued(_post_form(self._http, self._url, form, "refresh endpoint"), "refresh endpoint")
+        try:
+            token, ttl, rotated = _issued(_post_form(self._http, self._url, form, "refresh endpoint"), "refresh endpoint")
+        except TokenError as exc:
+            if exc.klass is OutcomeClass.auth:
+                raise TokenError("the prescriber's refresh token was refused (expired, revoked or already used): the "
+                                 "prescriber must log in to Tamin again, then `adapter auth set-refresh-token`",
+                                 OutcomeClass.auth) from None
+            raise
         if rotated and rotated != refresh:
             self._store.put(principal, rotated)
         return IssuedToken(token, time.monotonic() + ttl, rotated)
@@ -113,7 +129,7 @@ class TokenCache:
     def token(self, principal: str) -> str:
         with self._lock_for(principal):
             current = self._tokens.get(principal)
-            if current is None or time.monotonic() >= current.expires_at - self._leeway:
+            if current is None or current.refresh_due(self._leeway):
                 current = self._provider.fetch(principal)
                 self.fetches += 1
                 self._tokens[principal] = current

@@ -119,12 +119,15 @@ class TaminClient:
         if klass is not None:
             retry_after = retry_after_seconds(answer.headers.get("Retry-After"))
             return Outcome(klass, f"HTTP {answer.status_code}", retry_after_s=retry_after, response=response)
+        # An unreadable 2xx answer reached the insurer's side: it may have been applied, so it is
+        # ambiguous (looked up before any resend), never a blind retry.
+        unreadable = OutcomeClass.ambiguous if method == "POST" else OutcomeClass.transient
         if "json" not in answer.headers.get("content-type", ""):
-            return Outcome(OutcomeClass.transient, f"HTTP {answer.status_code} without JSON (a gateway page?)", response=response)
+            return Outcome(unreadable, f"HTTP {answer.status_code} without JSON (a gateway page?)", response=response)
         try:
             response["parsed"] = answer.json()
         except ValueError:
-            return Outcome(OutcomeClass.transient, "unreadable JSON answer", response=response)
+            return Outcome(unreadable, "unreadable JSON answer", response=response)
         return Outcome(OutcomeClass.accepted, response=response)
 
     def lookup(self, call: TaminCall, known: dict[str, Any]) -> Outcome:

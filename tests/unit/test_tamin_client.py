@@ -313,6 +313,15 @@ def test_gateway_html_page_is_transient(client: TaminClient, registry: Any, samp
     assert outcome.klass is OutcomeClass.transient
 
 
+def test_unreadable_200_answer_to_a_post_is_ambiguous_not_a_blind_retry(
+        client: TaminClient, registry: Any, sample_events, mappings) -> None:
+    call = create_call(mappings, creates(sample_events)[0])
+    registry.update_settings({"fail_next": 1, "fail_status": 200, "fail_body": "html"})
+    outcome = client.call(call)
+    assert outcome.klass is OutcomeClass.ambiguous, outcome.message
+    assert client.lookup(call, {}).klass is OutcomeClass.not_found  # this page was a proxy's: nothing applied
+
+
 def test_dropped_answer_after_apply_is_ambiguous_then_lookup_finds_it(
         client: TaminClient, registry: Any, sample_events, mappings) -> None:
     call = create_call(mappings, creates(sample_events, "drug")[0])

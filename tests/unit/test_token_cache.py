@@ -77,17 +77,27 @@ def test_principals_get_their_own_tokens(http: httpx.Client) -> None:
 
 
 def test_token_within_leeway_of_expiry_is_refreshed_before_use(http: httpx.Client) -> None:
-    http.post("/_sim/faults", json={"token_ttl_s": 1.5}).raise_for_status()
-    cache = TokenCache(provider(http), leeway_s=1.2)  # fresh for ~0.3 s, then refreshed early
+    http.post("/_sim/faults", json={"token_ttl_s": 2.0}).raise_for_status()
+    cache = TokenCache(provider(http), leeway_s=0.8)  # fresh for ~1.2 s, then refreshed early
     first = cache.token(FACILITY)
     assert cache.token(FACILITY) == first and cache.fetches == 1
-    time.sleep(0.45)
+    time.sleep(1.35)
     assert works(http, first), "the old token must still be valid at Tamin: this is an early refresh"
     second = cache.token(FACILITY)
     assert second != first
     assert cache.fetches == 2
     assert sim_stats(http)["tokens_issued"] == 2
     assert works(http, second)
+
+
+def test_leeway_longer_than_the_token_life_still_reuses_the_token(http: httpx.Client) -> None:
+    http.post("/_sim/faults", json={"token_ttl_s": 2.0}).raise_for_status()
+    cache = TokenCache(provider(http), leeway_s=60)  # capped at half the 2 s lifetime
+    first = cache.token(FACILITY)
+    assert [cache.token(FACILITY) for _ in range(20)] == [first] * 20
+    assert cache.fetches == 1
+    time.sleep(1.1)
+    assert cache.token(FACILITY) != first and cache.fetches == 2
 
 
 def test_expired_token_is_never_served(http: httpx.Client) -> None:
