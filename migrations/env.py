@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+import adapter.reconcile.models  # noqa: F401  (its tables join Base.metadata)
 from adapter.store.models import Base
 
 config = context.config

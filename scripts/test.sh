@@ -44,4 +44,11 @@ rc=0
 if [ "$rc" -eq 5 ]; then
     echo "test.sh: pytest collected no tests (exit 5) - treated as failure" >&2
 fi
+
+# Airflow DAG tests run in Airflow's own venv (scripts/test-airflow.sh), on a full run only.
+if [ "$#" -eq 0 ] && [ -z "${ADAPTER_TEST_NO_AIRFLOW:-}" ]; then
+    arc=0
+    "$ROOT/scripts/test-airflow.sh" || arc=$?
+    [ "$rc" -ne 0 ] || rc=$arc
+fi
 exit "$rc"

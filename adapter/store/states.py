@@ -16,6 +16,9 @@ class State(str, Enum):
     fallback = "fallback"
     confirmed = "confirmed"
     discrepancy = "discrepancy"
+    billed = "billed"
+    paid = "paid"
+    deducted = "deducted"
 
 
 DUE_STATES = (State.pending, State.retry_wait)
