@@ -18,8 +18,9 @@ from adapter.destinations.tamin import TaminClient
 from adapter.destinations.tamin_destination import TaminDestination
 from adapter.keys import load_key
 from adapter.mapping import MappingError, MappingSet, load_mappings
+from adapter.outage.control import OutageControl, settings_from_config
 from adapter.pipeline.dispatch import Dispatcher
-from adapter.pipeline.intake import Intake
+from adapter.pipeline.intake import FallbackPolicy, Intake
 from adapter.store.db import make_engine, make_sessionmaker, upgrade
 from adapter.store.refresh_tokens import DbRefreshTokenStore
 
@@ -34,6 +35,7 @@ class App:
     dispatcher: Dispatcher
     http: httpx.Client
     token_caches: dict[str, TokenCache]
+    outages: OutageControl | None = None
 
     def close(self) -> None:
         self.dispatcher.close()
@@ -80,8 +82,12 @@ def build(config: AdapterConfig) -> App:
     destinations = {"tamin": TaminDestination(TaminClient(tamin, http, cache))} if tamin.enabled else {}
     patient_key = load_key(config.secrets.patient_ref_key_env, config.secrets.token_key_file, source=config.source_file,
                            key_name="patient_ref_key")
+    fallback = config.fallback
     intake = Intake(sessions, mappings, set(destinations), patient_key,
-                    {"tamin": "prescriber" if tamin.auth.mode == "doctor_refresh" else "facility"})
+                    {"tamin": "prescriber" if tamin.auth.mode == "doctor_refresh" else "facility"},
+                    FallbackPolicy(fallback.enabled, fallback.number_prefix, fallback.timezone))
     owner = f"{socket.gethostname()}:{os.getpid()}"
-    dispatcher = Dispatcher(sessions, destinations, {"tamin": tamin.retry}, config.dispatch, owner)
-    return App(config, engine, sessions, mappings, intake, dispatcher, http, {"tamin": cache})
+    outages = OutageControl(sessions, {name: settings_from_config(tamin.circuit) for name in destinations},
+                            {"tamin": (tamin.max_rps, tamin.max_burst)}, owner)
+    dispatcher = Dispatcher(sessions, destinations, {"tamin": tamin.retry}, config.dispatch, owner, outages=outages)
+    return App(config, engine, sessions, mappings, intake, dispatcher, http, {"tamin": cache}, outages)

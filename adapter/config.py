@@ -50,6 +50,9 @@ class BrokerConfig(_Section):
     prefetch: int = Field(20, ge=1, le=1000, description="unacked deliveries held at once (1-1000)")
     embedded_lease_s: float = Field(
         60, gt=0, description="embedded queue only: seconds before a delivery a dead consumer held is redelivered")
+    reply_queue: str = Field(
+        "his.replies", min_length=1,
+        description="the queue the adapter publishes replies to the HIS on (e.g. adapter.paper_fallback), bound to exchange")
 
 
 class AuthConfig(_Section):
@@ -77,6 +80,16 @@ class RetryConfig(_Section):
     jitter: float = Field(0.2, ge=0, le=1, description="relative jitter of each delay (0.2 = +-20%)")
 
 
+class CircuitConfig(_Section):
+    """Circuit breaker of one destination (see adapter/outage/breaker.py)."""
+
+    window: int = Field(20, ge=1, le=10_000, description="the number of recent send outcomes the failure rate is taken over")
+    min_calls: int = Field(10, ge=1, description="outcomes needed in the window before the circuit may open")
+    failure_rate: float = Field(0.5, gt=0, le=1, description="share of failures (transient/ambiguous) that opens it, 0-1")
+    open_s: float = Field(30.0, ge=0, description="seconds the circuit stays open before probe sends")
+    half_open_probes: int = Field(2, ge=1, description="probe sends that must succeed to close the circuit again")
+
+
 class TaminRoutes(_Section):
     """Path templates per operation (pilot spelling by default; production ones in production.example.yaml)."""
 
@@ -97,6 +110,11 @@ class TaminConfig(_Section):
     read_timeout_s: float = Field(30.0, gt=0, description="seconds to wait for an answer")
     retry: RetryConfig = RetryConfig()
     idempotency_header: bool = Field(True, description="send X-Idempotency-Key (harmless where ignored)")
+    circuit: CircuitConfig = CircuitConfig()
+    max_rps: float | None = Field(
+        20.0, gt=0, description="sends per second at most (token bucket), so a recovering insurer is not flooded; null = no limit")
+    max_burst: int | None = Field(
+        None, ge=1, description="sends allowed at once above max_rps (bucket size); default: one second's worth")
 
 
 class DestinationsConfig(_Section):
@@ -109,6 +127,14 @@ class DispatchConfig(_Section):
     lease_s: float = Field(120, gt=0, description="a claimed submission is reclaimed after this many seconds")
     poll_interval_s: float = Field(0.2, gt=0, description="seconds between polls when nothing is due")
     wait_delay_s: float = Field(1.0, gt=0, description="re-check delay for a submission waiting on an earlier one")
+
+
+class FallbackConfig(_Section):
+    """Paper fallback during outages (shared/domain.md, "Paper fallback")."""
+
+    enabled: bool = Field(True, description="issue paper-fallback records and replies while a destination is in outage")
+    number_prefix: str = Field("FB", pattern=r"^[A-Z]{1,6}$", description="first part of a fallback number, 1-6 capital letters")
+    timezone: str = Field("Asia/Tehran", description="time zone of the date in fallback numbers (Solar Hijri yyMMdd)")
 
 
 class SecretsConfig(_Section):
@@ -131,6 +157,7 @@ class AdapterConfig(_Section):
     mappings_root: str = Field("mappings", description="folder of mapping files, one sub-folder per destination")
     destinations: DestinationsConfig
     dispatch: DispatchConfig = DispatchConfig()
+    fallback: FallbackConfig = FallbackConfig()
     secrets: SecretsConfig = SecretsConfig()
     logging: LoggingConfig = LoggingConfig()
     source_file: str = Field("<none>", exclude=True)

@@ -302,5 +302,8 @@ def set_refresh_token(prescriber: Annotated[str, typer.Option(help="the prescrib
 from adapter.ops import cli_replay; cli_replay.register(app)  # noqa: E402,E702  adapter list / adapter replay
 
 
+from adapter.ops import cli_outage; cli_outage.register(app)  # noqa: E402,E702  adapter outage / adapter paper
+
+
 def main() -> None:
     app()

@@ -1,4 +1,6 @@
-"""What is where: counts per destination and state, and the oldest open submission."""
+"""What is where: counts per destination and state, and the oldest open submission; per
+destination its circuit (closed|open|half_open), open outage and paper-fallback counts
+(key ``health``)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from adapter.store.models import InboxEvent, Submission
+from adapter.store.models import CircuitStatus, InboxEvent, Submission
 from adapter.store.states import OPEN_STATES, State
 from adapter.store.types import utcnow
 
@@ -29,7 +31,33 @@ def status_report(session: Session) -> dict[str, Any]:
                           "since": oldest.created_at.isoformat(),
                           "age_seconds": round((utcnow() - oldest.created_at).total_seconds(), 1)}
     return {"events": {**events, "duplicate_receipts": int(duplicate_receipts), "total": sum(events.values())},
-            "destinations": destinations, "oldest_pending": oldest_pending}
+            "destinations": destinations, "oldest_pending": oldest_pending,
+            "health": destination_health(session, set(destinations))}
+
+
+def destination_health(session: Session, known: set[str]) -> dict[str, dict[str, Any]]:
+    """Per destination: ``circuit`` (last state the dispatcher wrote; closed when never written),
+    ``circuit_since``, ``outage`` (the open outage, a declared one first, or null) and
+    ``fallback`` counts (issued / linked / paper_claim)."""
+    from adapter.outage import records
+
+    fallback = records.fallback_counts(session)
+    circuits = {row.destination: row for row in session.scalars(select(CircuitStatus))}
+    outages: dict[str, Any] = {}
+    for row in records.open_outages(session):
+        if row.destination not in outages or row.detected == records.MANUAL:
+            outages[row.destination] = row
+    health: dict[str, dict[str, Any]] = {}
+    for destination in sorted(known | set(fallback) | set(circuits) | set(outages)):
+        circuit = circuits.get(destination)
+        outage = outages.get(destination)
+        health[destination] = {
+            "circuit": circuit.state if circuit is not None else "closed",
+            "circuit_since": circuit.since.isoformat() if circuit is not None else None,
+            "outage": records.outage_dict(outage) if outage is not None else None,
+            "fallback": fallback.get(destination, {s: 0 for s in records.FALLBACK_STATES}),
+        }
+    return health
 
 
 def summary_counts(report: dict[str, Any]) -> dict[str, int]:

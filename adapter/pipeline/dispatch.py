@@ -7,6 +7,17 @@ earlier one about the same record (or the visit it belongs to) is still open, wh
 create -> edit -> delete in order. A ``sending`` row whose lease ran out belonged to a
 dispatcher that died mid-send: it is reclaimed as *ambiguous* and looked up at the
 destination before anything is sent again.
+
+Outage mode (``adapter.outage.control``): before claiming, each destination is asked how
+many sends may start -- none during a declared outage or while its circuit is open, a few
+probes when half-open (taken even before their retry time), and no more than the rate
+limit allows. Each answer is reported back to the circuit breaker. A submission that ends
+``accepted`` links its paper-fallback record (tracking code kept); one that ends
+``rejected``/``invalid``/``dead`` leaves it for a paper claim -- in the same transaction.
+
+A create waits for earlier open submissions about the same record, except for an edit or
+delete of it: those wait for the create (they need its head id), so the create must not wait
+for them (a redelivery after a crash can store an edit before its create).
 """
 
 from __future__ import annotations
@@ -23,6 +34,9 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from adapter.config import DispatchConfig, RetryConfig
 from adapter.destinations.base import Destination, Job
 from adapter.destinations.outcome import Outcome, OutcomeClass
+from adapter.outage.breaker import Permit
+from adapter.outage.control import OutageControl
+from adapter.outage.records import settle_fallback
 from adapter.pipeline.policy import after_failure
 from adapter.store.audit import transition
 from adapter.store.models import Attempt, StateChange, Submission
@@ -35,22 +49,32 @@ _OPEN = [s.value for s in OPEN_STATES]
 _DUE = [s.value for s in DUE_STATES]
 
 
-def _claimable(now: dt.datetime) -> Any:
-    """Due (or abandoned mid-send), and no earlier open submission about the same record."""
+_DEPENDENT_OPERATIONS = ("update", "cancel")  # need the create's ids: they wait for it, never the reverse
+
+
+def _claimable(now: dt.datetime, probe: bool = False) -> Any:
+    """Due (or abandoned mid-send), and no earlier open submission about the same record.
+
+    ``probe``: the destination's circuit is half-open -- waiting retries count as due now."""
     earlier = aliased(Submission)
+    waits_for_this = and_(Submission.operation == "create", earlier.operation.in_(_DEPENDENT_OPERATIONS),
+                          earlier.subject_key == Submission.subject_key)
     blocked = exists().where(
         earlier.destination == Submission.destination, earlier.id < Submission.id, earlier.state.in_(_OPEN),
-        or_(earlier.subject_key == Submission.subject_key, earlier.subject_key == Submission.after_key))
-    due = or_(and_(Submission.state.in_(_DUE), Submission.next_attempt_at <= now),
-              and_(Submission.state == State.sending.value, Submission.lease_until < now))
+        or_(earlier.subject_key == Submission.subject_key, earlier.subject_key == Submission.after_key),
+        ~waits_for_this)
+    waiting = Submission.state.in_(_DUE) if probe else and_(Submission.state.in_(_DUE), Submission.next_attempt_at <= now)
+    due = or_(waiting, and_(Submission.state == State.sending.value, Submission.lease_until < now))
     return and_(due, ~blocked)
 
 
 class Dispatcher:
     def __init__(self, sessions: sessionmaker[Session], destinations: Mapping[str, Destination],
                  retry: Mapping[str, RetryConfig], config: DispatchConfig, owner: str,
-                 clock: Callable[[], dt.datetime] = utcnow):
+                 clock: Callable[[], dt.datetime] = utcnow, outages: OutageControl | None = None):
         self._sessions = sessions
+        self._outages = outages
+        self._permits: dict[int, Permit] = {}
         self._destinations = destinations
         self._retry = retry
         self._config = config
@@ -69,37 +93,71 @@ class Dispatcher:
         return len(jobs)
 
     def next_due_in(self) -> float | None:
-        """Seconds until something becomes claimable (0 = now), None when nothing can become due."""
+        """Seconds until something becomes claimable (0 = now), None when nothing can become due.
+
+        A destination in a declared outage has nothing due until a person ends it; an open
+        circuit or the rate limit delays what is due."""
+        if self._outages is None:
+            return self._due_in(None, False)
+        answers = []
+        for name in self._destinations:
+            hold = self._outages.wait_s(name)
+            if hold is None:
+                continue
+            due = self._due_in(name, self._outages.probing(name))
+            if due is not None:
+                answers.append(max(due, hold))
+        return min(answers) if answers else None
+
+    def _due_in(self, destination: str | None, probe: bool) -> float | None:
         now = self._clock()
+        mine = Submission.destination == destination if destination is not None else Submission.id.is_not(None)
         with self._sessions() as session:
-            if session.scalar(select(Submission.id).where(_claimable(now)).limit(1)) is not None:
+            if session.scalar(select(Submission.id).where(_claimable(now, probe), mine).limit(1)) is not None:
                 return 0.0
             upcoming = session.scalar(select(Submission.next_attempt_at).where(
-                Submission.state.in_(_DUE)).order_by(Submission.next_attempt_at).limit(1))
+                Submission.state.in_(_DUE), mine).order_by(Submission.next_attempt_at).limit(1))
             leased = session.scalar(select(Submission.lease_until).where(
-                Submission.state == State.sending.value).order_by(Submission.lease_until).limit(1))
+                Submission.state == State.sending.value, mine).order_by(Submission.lease_until).limit(1))
         candidates = [t for t in (upcoming, leased) if t is not None]
         return max(0.0, (min(candidates) - now).total_seconds()) if candidates else None
 
     # -- claiming ---------------------------------------------------------------------------
     def _claim(self) -> list[Job]:
+        if self._outages is None:
+            return self._claim_for(list(self._destinations), self._config.batch_size, False)
+        jobs: list[Job] = []
+        for name in self._destinations:
+            plan = self._outages.plan(name, self._config.batch_size)
+            if not plan.permits:
+                continue
+            claimed = self._claim_for([name], len(plan.permits), plan.probe)
+            for job, permit in zip(claimed, plan.permits):
+                self._permits[job.submission_id] = permit
+            self._outages.unused(name, plan.permits[len(claimed):], claimed_none_as_probe=plan.probe and not claimed)
+            jobs += claimed
+        return jobs
+
+    def _claim_for(self, destinations: list[str], limit: int, probe: bool) -> list[Job]:
         now = self._clock()
         lease_until = now + dt.timedelta(seconds=self._config.lease_s)
         with self._sessions() as session:
-            query = select(Submission.id, Submission.state).where(_claimable(now)) \
-                .where(Submission.destination.in_(list(self._destinations))) \
-                .order_by(Submission.next_attempt_at, Submission.id).limit(self._config.batch_size)
+            query = select(Submission.id, Submission.state).where(_claimable(now, probe)) \
+                .where(Submission.destination.in_(destinations)) \
+                .order_by(Submission.next_attempt_at, Submission.id).limit(limit)
             if session.bind is not None and session.bind.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True, of=Submission)
             candidates = session.execute(query).all()
-            jobs = [job for sid, state in candidates if (job := self._claim_one(session, sid, state, now, lease_until))]
+            jobs = [job for sid, state in candidates
+                    if (job := self._claim_one(session, sid, state, now, lease_until, probe))]
             session.commit()
         return jobs
 
     def _claim_one(self, session: Session, sid: int, seen_state: str, now: dt.datetime,
-                   lease_until: dt.datetime) -> Job | None:
+                   lease_until: dt.datetime, probe: bool = False) -> Job | None:
         abandoned = seen_state == State.sending.value
-        guard = Submission.lease_until < now if abandoned else Submission.next_attempt_at <= now
+        guard = Submission.lease_until < now if abandoned else (
+            Submission.next_attempt_at.is_not(None) if probe else Submission.next_attempt_at <= now)
         claimed = session.execute(
             update(Submission).where(Submission.id == sid, Submission.state == seen_state, guard)
             .values(state=State.sending.value, lease_until=lease_until, lease_owner=self._owner,
@@ -113,6 +171,8 @@ class Dispatcher:
         if row.first_attempt_at is None:
             row.first_attempt_at = now
         reason = "lease expired mid-send: outcome unknown, will look it up first" if abandoned else f"attempt {row.attempts}"
+        if probe and not abandoned:
+            reason += " (probe: the destination's circuit is half-open)"
         session.add(_audit(row, seen_state, State.sending.value, reason))
         return Job(submission_id=row.id, event_id=row.event_id, destination=row.destination, operation=row.operation,
                    params=row.params or {}, payload=row.payload, principal=row.principal or "",
@@ -122,12 +182,19 @@ class Dispatcher:
     # -- one submission -----------------------------------------------------------------------
     def _handle(self, job: Job) -> None:
         prepared = job
+        health: OutcomeClass | None = None  # what the answer says about the destination (None: nothing learnt)
         try:
             prepared, outcome = self._attempt(job)
+            health = outcome.klass
         except Exception as exc:  # a bug must not lose the submission: park it for a retry
             log.exception("dispatch failed for submission %s", job.submission_id)
             outcome = Outcome(OutcomeClass.transient, f"internal error: {type(exc).__name__}")
-        self._settle(prepared, outcome)
+        try:
+            self._settle(prepared, outcome)
+        finally:
+            permit = self._permits.pop(job.submission_id, None)
+            if self._outages is not None and permit is not None:
+                self._outages.record(job.destination, permit, health, outcome.message)
 
     def _attempt(self, job: Job) -> tuple[Job, Outcome]:
         """Prepare, look up first when the last try's outcome is unknown, then send."""
@@ -165,11 +232,13 @@ class Dispatcher:
             transition(session, row, State.accepted, actor=ACTOR, reason=outcome.message or "accepted",
                        result={**(row.result or {}), **outcome.result}, ambiguous=False, last_error=None,
                        last_error_class=None, next_attempt_at=None, **done)
+            settle_fallback(session, row.id, accepted=True, result=row.result, now=now)
         elif klass in (OutcomeClass.rejected, OutcomeClass.invalid):
             state = State.rejected if klass is OutcomeClass.rejected else State.invalid
             transition(session, row, state, actor=ACTOR, reason=outcome.message, last_error=outcome.message,
                        last_error_class=klass.value, result={**(row.result or {}), **outcome.result},
                        next_attempt_at=None, **done)
+            settle_fallback(session, row.id, accepted=False, why=f"{state.value}: {outcome.message}", now=now)
         elif klass is OutcomeClass.waiting:
             row.attempts -= 1  # waiting for a predecessor is not an attempt at the destination
             transition(session, row, State.retry_wait, actor=ACTOR, reason=outcome.message, last_error=outcome.message,
@@ -187,6 +256,7 @@ class Dispatcher:
         if decision.dead:
             transition(session, row, State.dead, actor=ACTOR, reason=f"{message}; {decision.why}", last_error=message,
                        last_error_class=outcome.klass.value, ambiguous=ambiguous, next_attempt_at=None, **done)
+            settle_fallback(session, row.id, accepted=False, why=f"dead: {message}; {decision.why}", now=now)
         else:
             transition(session, row, State.retry_wait, actor=ACTOR, reason=f"{message}; {decision.why}",
                        last_error=message, last_error_class=outcome.klass.value, ambiguous=ambiguous,

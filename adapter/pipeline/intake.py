@@ -5,6 +5,12 @@ broker message only after ``receive`` returns, i.e. after the commit.
 A body that fails the contract is stored as an ``invalid`` event with its reasons (and
 acked: redelivering it would never make it valid). A mapping failure makes that one
 submission ``invalid``, naming the mapping file and key.
+
+Outage mode: a ``prescription.created`` event that arrives while a destination it goes to
+has an open outage (circuit or declared) also gets a paper-fallback record, in the same
+transaction. Its submission stays ``pending`` and is sent when the destination is back; the
+runner publishes the reply that tells the HIS to print the paper (outbox: the record's
+``reply_published_at``).
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from adapter.events.parse import EventRejected, body_fingerprint, parse_event
 from adapter.mapping import MappingError, MappingSet
 from adapter.ops.redact import pseudonym
+from adapter.outage import records as outage_records
 from adapter.pipeline import keys
 from adapter.store.audit import record_event_state
-from adapter.store.models import InboxEvent, StateChange, Submission
+from adapter.store.models import FallbackRecord, InboxEvent, StateChange, Submission
 from adapter.store.states import EventStatus, State
 from adapter.store.types import utcnow
 
@@ -43,12 +50,25 @@ class IntakeResult:
     event_id: str
     submissions: int = 0
     reason: str = ""
+    fallbacks: int = 0  # paper-fallback records issued (their replies are due)
+
+
+@dataclass(frozen=True)
+class FallbackPolicy:
+    enabled: bool = True
+    number_prefix: str = "FB"
+    timezone: str = "Asia/Tehran"
+
+
+FALLBACK_EVENT_TYPES = ("prescription.created",)
+_NUMBER_RETRIES = 5
 
 
 class Intake:
     def __init__(self, sessions: sessionmaker[Session], mappings: MappingSet, destinations: set[str],
-                 patient_key: bytes, principal_mode: dict[str, str]):
+                 patient_key: bytes, principal_mode: dict[str, str], fallback: FallbackPolicy | None = None):
         self._sessions = sessions
+        self._fallback = fallback or FallbackPolicy()
         self._mappings = mappings
         self._destinations = destinations
         self._patient_key = patient_key
@@ -68,21 +88,33 @@ class Intake:
                          body=raw.decode("utf-8", "replace")[:1_000_000],
                          problems=[p.as_dict() for p in rejected.problems])
         reason = str(rejected)[:2000]
-        return self._insert(row, [], reason) or IntakeResult(Received.invalid, event_id, reason=reason)
+        return self._insert(lambda: (row, []), reason) or IntakeResult(Received.invalid, event_id, reason=reason)
 
     def _store_valid(self, raw: bytes, event: dict[str, Any]) -> IntakeResult:
         event_id = event["event_id"]
-        submissions = [self._submission(event, mapping) for mapping in self._routes(event)]
+        mappings = self._routes(event)
         identifier = keys.patient_identifier(event)
-        row = InboxEvent(
-            event_id=event_id, event_type=event["event_type"],
-            status=(EventStatus.accepted if submissions else EventStatus.unrouted).value,
-            facility_siam_id=event["facility_siam_id"], source_system=event["source_system"],
-            correlation_id=event.get("correlation_id"), subject_key=keys.subject_key(event),
-            patient_ref=pseudonym(identifier, self._patient_key) if identifier else None,
-            occurred_at=_parse_time(event["occurred_at"]), body=raw.decode("utf-8"),
-        )
-        return self._insert(row, submissions, None) or IntakeResult(Received.stored, event_id, len(submissions))
+
+        def build() -> tuple[InboxEvent, list[Submission]]:  # fresh objects for each try
+            submissions = [self._submission(event, mapping) for mapping in mappings]
+            row = InboxEvent(
+                event_id=event_id, event_type=event["event_type"],
+                status=(EventStatus.accepted if submissions else EventStatus.unrouted).value,
+                facility_siam_id=event["facility_siam_id"], source_system=event["source_system"],
+                correlation_id=event.get("correlation_id"), subject_key=keys.subject_key(event),
+                patient_ref=pseudonym(identifier, self._patient_key) if identifier else None,
+                occurred_at=_parse_time(event["occurred_at"]), body=raw.decode("utf-8"),
+            )
+            return row, submissions
+
+        issued = [0]
+
+        def paper(session: Session, submissions: list[Submission]) -> None:
+            issued[0] = self._issue_paper(session, event, submissions)
+
+        wants_paper = self._fallback.enabled and event["event_type"] in FALLBACK_EVENT_TYPES
+        done = self._insert(build, None, paper if wants_paper else None)
+        return done or IntakeResult(Received.stored, event_id, len(mappings), fallbacks=issued[0])
 
     def _routes(self, event: dict[str, Any]) -> list[Any]:
         return [m for m in self._mappings.for_event(event["event_type"]) if m.destination in self._destinations]
@@ -107,26 +139,63 @@ class Intake:
             return keys.prescriber_national_code(event)
         return event["facility_siam_id"]
 
-    def _insert(self, row: InboxEvent, submissions: list[Submission], reason: str | None) -> IntakeResult | None:
-        """Commit the event and its submissions, or count a duplicate receipt. None means stored."""
-        with self._sessions() as session:
-            if session.get(InboxEvent, row.event_id) is not None:
-                return self._count_duplicate(session, row.event_id)
-            session.add(row)
-            session.flush()
-            record_event_state(session, row.event_id, row.status, actor=ACTOR, reason=reason)
-            for submission in submissions:
-                session.add(submission)
-            session.flush()
-            for submission in submissions:
-                session.add(StateChange(event_id=row.event_id, submission_id=submission.id, from_state=None,
-                                        to_state=submission.state, actor=ACTOR, reason=submission.last_error))
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                return self._count_duplicate(session, row.event_id)
+    def _insert(self, build: Any, reason: str | None, extra: Any = None) -> IntakeResult | None:
+        """Commit the event and its submissions (and what ``extra`` adds in the same transaction),
+        or count a duplicate receipt. None means stored. A clash on a fallback number (another
+        process took it) is retried with the next number."""
+        for attempt in range(_NUMBER_RETRIES):
+            row, submissions = build()
+            with self._sessions() as session:
+                if session.get(InboxEvent, row.event_id) is not None:
+                    return self._count_duplicate(session, row.event_id)
+                session.add(row)
+                session.flush()
+                record_event_state(session, row.event_id, row.status, actor=ACTOR, reason=reason)
+                for submission in submissions:
+                    session.add(submission)
+                session.flush()
+                for submission in submissions:
+                    session.add(StateChange(event_id=row.event_id, submission_id=submission.id, from_state=None,
+                                            to_state=submission.state, actor=ACTOR, reason=submission.last_error))
+                if extra is not None:
+                    extra(session, submissions)
+                try:
+                    session.commit()
+                except IntegrityError:
+                    session.rollback()
+                    if extra is None or attempt == _NUMBER_RETRIES - 1 or \
+                            session.get(InboxEvent, row.event_id) is not None:
+                        return self._count_duplicate(session, row.event_id)
+                    continue
+            return None
         return None
+
+    def _issue_paper(self, session: Session, event: dict[str, Any], submissions: list[Submission]) -> int:
+        """One paper-fallback record per destination in outage (its create submission). The count."""
+        by_destination: dict[str, Submission] = {}
+        for submission in submissions:
+            if submission.operation == "create" or submission.destination not in by_destination:
+                by_destination[submission.destination] = submission
+        issued = 0
+        now = utcnow()
+        for destination, submission in sorted(by_destination.items()):
+            outage = outage_records.current_outage(session, destination)
+            if outage is None:
+                continue
+            day = outage_records.fallback_day(now, self._fallback.timezone)
+            number = outage_records.next_fallback_no(session, self._fallback.number_prefix,
+                                                     event["facility_siam_id"], day)
+            refused = submission.state != State.pending.value
+            session.add(FallbackRecord(
+                fallback_no=number, event_id=event["event_id"], submission_id=submission.id, destination=destination,
+                outage_id=outage.id, facility_siam_id=event["facility_siam_id"],
+                prescription_id=event["payload"]["prescription_id"], reason=outage.reason, created_at=now,
+                state=outage_records.PAPER_CLAIM if refused else outage_records.ISSUED,
+                claimed_at=now if refused else None,
+                claim_reason=f"{submission.state}: {submission.last_error}" if refused else None))
+            session.flush()
+            issued += 1
+        return issued
 
     @staticmethod
     def _count_duplicate(session: Session, event_id: str) -> IntakeResult:

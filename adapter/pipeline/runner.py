@@ -4,6 +4,10 @@ Shutdown (SIGTERM/SIGINT or ``stop()``): the consumer stops taking messages, fin
 one in hand, and closes its channel so prefetched, unacked messages go back to the
 queue; the dispatcher finishes the batch it is sending. Nothing is lost either way:
 what was not committed was not acked.
+
+The consumer thread also publishes the replies to the HIS (paper fallback, see
+``adapter.outage.replies``): right after a message that issued one, and in a sweep every
+second for any left unpublished (a crash, a broker hiccup); once more at shutdown.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from kombu.message import Message
 
 from adapter.app import App
 from adapter.broker.connection import connect, declare, event_queue, queue_depth
+from adapter.outage.replies import ReplyOutbox
 from adapter.pipeline.intake import Received
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,8 @@ class RunStats:
     duplicates: int = 0
     dispatched: int = 0
     intake_errors: int = 0
+    fallbacks: int = 0
+    replies_published: int = 0
 
 
 class Runner:
@@ -46,6 +53,8 @@ class Runner:
         self._stop = threading.Event()
         self._broker_drained = threading.Event()
         self._consumer_error: BaseException | None = None
+        self._replies = ReplyOutbox(app.sessions, app.config.broker)
+        self._replies_due = False
         self.stats = RunStats()
 
     def stop(self, *_: object) -> None:
@@ -63,7 +72,18 @@ class Runner:
         finally:
             self._stop.set()
             consumer.join(timeout=30)
+            if not consumer.is_alive():  # the outbox belongs to the consumer thread while it runs
+                self._publish_replies(final=True)
         return self.stats
+
+    def _publish_replies(self, due: bool = False, final: bool = False) -> None:
+        if final:
+            self._replies.publish_pending()
+            self._replies.close()
+        else:
+            self._replies.maybe_publish(due)
+        self._replies_due = False
+        self.stats.replies_published = self._replies.published
 
     # -- dispatch --------------------------------------------------------------------------
     def _dispatch_loop(self) -> None:
@@ -109,11 +129,13 @@ class Runner:
             declare(connection, broker)
             channel = connection.channel()
             with Consumer(channel, [event_queue(broker)], on_message=self._on_message, prefetch_count=broker.prefetch):
+                self._publish_replies(due=True)  # anything a crash left unpublished
                 while not self._stop.is_set():
                     try:
                         connection.drain_events(timeout=0.5)
                     except socket.timeout:
                         self._check_drained(connection)
+                    self._publish_replies(self._replies_due)
             channel.close()  # unacked prefetched messages return to the queue
 
     def _check_drained(self, connection: object) -> None:
@@ -141,6 +163,9 @@ class Runner:
         message.ack()
         if result.outcome is Received.stored:
             self.stats.stored += 1
+            if result.fallbacks:
+                self.stats.fallbacks += result.fallbacks
+                self._replies_due = True
         elif result.outcome is Received.invalid:
             self.stats.invalid += 1
         else:

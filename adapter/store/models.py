@@ -1,12 +1,13 @@
 """Tables. One row per received event (inbox), per event x destination x operation
-(submission), per HTTP exchange (attempt), and per state change (audit)."""
+(submission), per HTTP exchange (attempt), and per state change (audit); outages, the
+circuit state per destination, and the paper-fallback records issued during outages."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from adapter.store.types import UTCDateTime, utcnow
@@ -129,3 +130,67 @@ class StoredRefreshToken(Base):
     principal_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
     token_encrypted: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Outage(Base):
+    """A period in which a destination was (or is) unusable: detected by the circuit breaker
+    (``detected='circuit'``, started and ended by the adapter) or declared by an operator
+    (``detected='manual'``). At most one open outage per destination and kind."""
+
+    __tablename__ = "outages"
+    __table_args__ = (
+        Index("uq_outages_open", "destination", "detected", unique=True,
+              sqlite_where=text("ended_at IS NULL"), postgresql_where=text("ended_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    destination: Mapped[str] = mapped_column(String(32), index=True)
+    detected: Mapped[str] = mapped_column(String(16))  # circuit | manual
+    reason: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_by: Mapped[str] = mapped_column(String(64))
+    ended_at: Mapped[dt.datetime | None]
+    ended_by: Mapped[str | None] = mapped_column(String(64))
+    end_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class CircuitStatus(Base):
+    """The last known circuit state of a destination, written by the dispatcher on each change
+    (the breaker itself lives in the dispatcher's memory)."""
+
+    __tablename__ = "circuit_states"
+
+    destination: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # closed | open | half_open
+    since: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(80))
+
+
+class FallbackRecord(Base):
+    """A paper prescription issued because the destination was in outage when the event came in.
+
+    ``issued`` -> ``linked`` (the electronic submission was accepted later: tracking code kept)
+    or ``paper_claim`` (it ended rejected/invalid/dead: the paper is the claim's evidence).
+    ``reply_published_at`` is the outbox mark of the reply that told the HIS to print it."""
+
+    __tablename__ = "fallback_records"
+    __table_args__ = (UniqueConstraint("event_id", "destination", name="uq_fallback_event_dest"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fallback_no: Mapped[str] = mapped_column(String(80), unique=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("inbox_events.event_id"))
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), unique=True)
+    destination: Mapped[str] = mapped_column(String(32))
+    outage_id: Mapped[int | None] = mapped_column(ForeignKey("outages.id"))
+    facility_siam_id: Mapped[str] = mapped_column(String(40))
+    prescription_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # issued | linked | paper_claim
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    linked_at: Mapped[dt.datetime | None]
+    tracking_code: Mapped[str | None] = mapped_column(String(64))
+    head_id: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[dt.datetime | None]
+    claim_reason: Mapped[str | None] = mapped_column(Text)
+    reply_published_at: Mapped[dt.datetime | None] = mapped_column(index=True)
