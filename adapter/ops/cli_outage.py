@@ -103,6 +103,8 @@ def end(destination: DestinationOption,
         if not ended:
             _base().err.print(f"no open outage of {destination}")
             raise typer.Exit(1)
+        if any(row.detected == records.CIRCUIT for row in ended):  # status must not show a stale open circuit
+            records.save_circuit_state(session, destination, "closed", f"outage ended by {_actor(actor)}", None, now)
         due = pull_forward(session, destination, now)
         session.commit()
         data = [records.outage_dict(row) for row in ended]

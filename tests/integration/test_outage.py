@@ -242,6 +242,18 @@ def test_restart_during_automatic_outage_probes_first(app: App, sim: SimServer) 
         assert records.open_outages(session, "tamin") == []
 
 
+def test_operator_ending_an_automatic_outage_closes_the_circuit(app: App) -> None:
+    with app.sessions() as session:
+        records.start_outage(session, "tamin", reason="circuit opened: test", actor="adapter", detected=records.CIRCUIT)
+        session.commit()
+    app.outages.sync(force=True)  # type: ignore[union-attr]
+    assert app.outages.circuit("tamin") is CircuitState.half_open  # type: ignore[union-attr]
+    end_declared(app)  # ends every open outage of the destination
+    assert app.outages.circuit("tamin") is CircuitState.closed  # type: ignore[union-attr]
+    with app.sessions() as session:
+        assert records.circuit_state(session, "tamin").state == "closed"  # type: ignore[union-attr]
+
+
 def test_rate_limit_spreads_sends(tmp_path: Path, db_url: str, sim: SimServer) -> None:
     app = make_app(tmp_path, db_url, sim, max_rps=20, max_burst=2)
     try:
@@ -264,6 +276,50 @@ def assert_rate(log: list[dict[str, Any]], rps: float, burst: int) -> None:
     for i, start in enumerate(times):
         inside = sum(1 for t in times[i:] if t < start + 1.0)
         assert inside <= rps + burst, f"{inside} sends within one second (limit {rps}/s, burst {burst})"
+
+
+def test_reply_outbox_publishes_each_unmarked_record_once(app: App, tmp_path: Path) -> None:
+    from adapter.config import BrokerConfig
+    from adapter.outage.replies import ReplyOutbox
+
+    broker = BrokerConfig(url=f"sqlite-queue:///{tmp_path / 'queue.db'}", reply_queue="his.replies.test")
+    declare(app)
+    created = by_type(sample_events(), "prescription.created")[:3]
+    for event in created:
+        app.intake.receive(body(event))
+    outbox = ReplyOutbox(app.sessions, broker)
+    try:
+        assert outbox.publish_pending() == 3
+        assert outbox.publish_pending() == 0, "marked: not published again"
+        with app.sessions() as session:  # a crash after the publish, before the mark: published once more
+            record = session.scalars(select(FallbackRecord).order_by(FallbackRecord.id)).first()
+            assert record is not None and record.reply_published_at is not None
+            record.reply_published_at = None
+            session.commit()
+        assert outbox.publish_pending() == 1
+    finally:
+        outbox.close()
+    with Connection(broker.url) as connection:
+        queue = reply_queue(broker)(connection.default_channel)
+        bodies = []
+        while (message := queue.get(no_ack=True)) is not None:
+            bodies.append(json.loads(message.body))
+    assert [b["event_id"] for b in bodies] == [e["event_id"] for e in created] + [created[0]["event_id"]]
+    assert {b["type"] for b in bodies} == {"adapter.paper_fallback"}
+
+
+def test_a_create_stored_after_its_edit_is_not_blocked_by_it(app: App) -> None:
+    """A redelivery after a crash can store an edit before its create: the create goes first anyway."""
+    events = sample_events()
+    edit = next(e for e in events if e["event_type"] == "prescription.updated")
+    create = next(e for e in events if e["event_id"] == edit["event_id"].replace("-rx-edit", "-rx"))
+    visit = next(e for e in events if e["event_id"] == edit["event_id"].replace("-rx-edit", "-visit"))
+    for event in (visit, edit, create):
+        app.intake.receive(body(event))
+    drain(app)
+    with app.sessions() as session:
+        states = {s.operation: s.state for s in session.scalars(select(Submission))}
+    assert states == {"eligibility": "accepted", "update": "accepted", "create": "accepted"}
 
 
 # -- end to end ---------------------------------------------------------------------------------
