@@ -27,6 +27,9 @@ class Job:
     after_key: str | None
     attempts: int
     context: dict[str, Any] = field(default_factory=dict)
+    deadline: float = float("inf")
+    """time.monotonic() by which every request of this attempt must be answered: before the
+    claim's lease runs out, so no other dispatcher can reclaim a submission still in flight."""
 
     def with_context(self, **values: Any) -> "Job":
         return replace(self, context={**self.context, **values})

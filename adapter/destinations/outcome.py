@@ -15,7 +15,7 @@ class OutcomeClass(str, Enum):
     ambiguous = "ambiguous"  # sent, no answer: look it up before sending again
     not_found = "not_found"  # a lookup found nothing: safe to send
     invalid = "invalid"  # cannot be sent as it stands (mapping, route or a refused predecessor)
-    waiting = "waiting"  # a predecessor (e.g. the create an edit refers to) is not registered yet
+    waiting = "waiting"  # not sent now: a predecessor is not registered yet, or the claim's time ran out
 
 
 @dataclass

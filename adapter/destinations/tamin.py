@@ -34,6 +34,7 @@ class TaminCall:
     body: Any
     principal: str
     idempotency_key: str
+    deadline: float = float("inf")  # time.monotonic(): every request must be answered by then
 
 
 class CallNotPossible(Exception):
@@ -61,7 +62,8 @@ class TaminClient:
     def call(self, call: TaminCall) -> Outcome:
         template = getattr(self._config.routes, call.operation)
         path = _path(template, call.params)
-        outcome = self._exchange(_METHODS[call.operation], path, call.body, call.principal, call.idempotency_key)
+        outcome = self._exchange(_METHODS[call.operation], path, call.body, call.principal, call.idempotency_key,
+                                 call.deadline)
         outcome.request.update({"operation": call.operation, "route": template, **_body_summary(call.body)})
         if outcome.klass is not OutcomeClass.accepted or outcome.response.get("parsed") is None:
             outcome.response.pop("parsed", None)
@@ -83,7 +85,8 @@ class TaminClient:
             read.response["message"] = read.message
         return read
 
-    def _exchange(self, method: str, path: str, body: Any, principal: str, key: str) -> Outcome:
+    def _exchange(self, method: str, path: str, body: Any, principal: str, key: str,
+                  deadline: float = float("inf")) -> Outcome:
         """One request with a token; on 401 one refresh and one retry. The answer's JSON goes in ``response['parsed']``."""
         started = time.monotonic()
         for try_number in (1, 2):
@@ -91,7 +94,7 @@ class TaminClient:
                 token = self._tokens.token(principal)
             except TokenError as exc:
                 return Outcome(exc.klass, str(exc), duration_ms=_ms(started), request={"method": method})
-            outcome = self._send_once(method, path, body, token, key)
+            outcome = self._send_once(method, path, body, token, key, deadline)
             if outcome.klass is OutcomeClass.auth and try_number == 1:
                 self._tokens.invalidate(principal, token)
                 continue
@@ -103,13 +106,24 @@ class TaminClient:
             return outcome
         raise AssertionError("unreachable")
 
-    def _send_once(self, method: str, path: str, body: Any, token: str, key: str) -> Outcome:
+    def _timeout(self, deadline: float) -> httpx.Timeout | None:
+        """The configured timeouts, shortened so the answer comes before ``deadline``; None: no time left."""
+        remaining = deadline - time.monotonic()
+        if remaining < 0.05:
+            return None
+        return httpx.Timeout(min(self._config.read_timeout_s, remaining),
+                             connect=min(self._config.connect_timeout_s, remaining))
+
+    def _send_once(self, method: str, path: str, body: Any, token: str, key: str, deadline: float) -> Outcome:
+        timeout = self._timeout(deadline)
+        if timeout is None:
+            return Outcome(OutcomeClass.waiting, "not sent: the claim's lease is nearly spent (tried again shortly)")
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if self._config.idempotency_header:
             headers["X-Idempotency-Key"] = key
         try:
             answer = self._http.request(method, self._config.base_url.rstrip("/") + path, headers=headers,
-                                        json=body if method == "POST" and body is not None else None)
+                                        json=body if method == "POST" and body is not None else None, timeout=timeout)
         except httpx.HTTPError as exc:
             klass = class_of_exception(exc)
             return Outcome(klass, f"{type(exc).__name__}: {redact_text(str(exc))[:200]}",
@@ -137,7 +151,7 @@ class TaminClient:
             return Outcome(OutcomeClass.not_found, "no lookup route configured; relying on the 304 duplicate answer")
         query = _lookup_query(call, known)
         exchanged = self._exchange("GET", template + "?" + "&".join(f"{k}={quote(str(v))}" for k, v in query.items()),
-                                   None, call.principal, call.idempotency_key)
+                                   None, call.principal, call.idempotency_key, call.deadline)
         exchanged.request.update({"operation": "lookup", "route": template})
         parsed = exchanged.response.pop("parsed", None)
         if exchanged.klass is not OutcomeClass.accepted or parsed is None:

@@ -50,7 +50,8 @@ class TaminDestination:
         params = dict(job.params)
         if job.context.get("head_id"):
             params["head_id"] = job.context["head_id"]
-        return TaminCall(job.operation, params, job.context.get("payload", job.payload), job.principal, job.idempotency_key)
+        return TaminCall(job.operation, params, job.context.get("payload", job.payload), job.principal, job.idempotency_key,
+                         job.deadline)
 
     def send(self, job: Job) -> Outcome:
         try:

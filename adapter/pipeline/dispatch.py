@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -177,7 +178,12 @@ class Dispatcher:
         return Job(submission_id=row.id, event_id=row.event_id, destination=row.destination, operation=row.operation,
                    params=row.params or {}, payload=row.payload, principal=row.principal or "",
                    idempotency_key=row.idempotency_key, ambiguous=row.ambiguous, subject_key=row.subject_key,
-                   after_key=row.after_key, attempts=row.attempts)
+                   after_key=row.after_key, attempts=row.attempts, deadline=self._send_deadline())
+
+    def _send_deadline(self) -> float:
+        """The lease less a margin for recording the outcome."""
+        lease = self._config.lease_s
+        return time.monotonic() + lease - min(5.0, lease * 0.2)
 
     # -- one submission -----------------------------------------------------------------------
     def _handle(self, job: Job) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapter.events.parse import EventRejected, body_fingerprint, parse_event
+from adapter.events.parse import EventRejected, Problem, body_fingerprint, parse_event
 from adapter.mapping import MappingError, MappingSet
 from adapter.ops.redact import pseudonym
 from adapter.outage import records as outage_records
@@ -81,6 +81,17 @@ class Intake:
         except EventRejected as rejected:
             return self._store_invalid(raw, rejected)
         return self._store_valid(raw, event.model_dump(mode="json"))
+
+    def quarantine(self, body: bytes, error: str) -> IntakeResult:
+        """Store a message that ``receive`` keeps failing on (a bug, not bad data) as an invalid
+        event, so it stops blocking the queue and stays visible for a replay after the fix."""
+        try:
+            event_id = json.loads(body).get("event_id")
+        except (ValueError, AttributeError, RecursionError):
+            event_id = None
+        event_id = event_id if isinstance(event_id, str) and 0 < len(event_id) <= 100 else None
+        problem = Problem("$", f"the adapter failed to store this message ({error}); quarantined for replay")
+        return self._store_invalid(body, EventRejected([problem], event_id, None))
 
     def _store_invalid(self, raw: bytes, rejected: EventRejected) -> IntakeResult:
         event_id = rejected.event_id or body_fingerprint(raw)

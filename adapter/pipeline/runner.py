@@ -12,6 +12,7 @@ second for any left unpublished (a crash, a broker hiccup); once more at shutdow
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import socket
@@ -26,9 +27,14 @@ from kombu.message import Message
 from adapter.app import App
 from adapter.broker.connection import connect, declare, event_queue, queue_depth
 from adapter.outage.replies import ReplyOutbox
-from adapter.pipeline.intake import Received
+from adapter.pipeline.intake import IntakeResult, Received
 
 log = logging.getLogger(__name__)
+POISON_AFTER = 3  # failures of one message body before it is quarantined as an invalid event
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.sha256(body if isinstance(body, bytes) else str(body).encode()).hexdigest()
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Runner:
         self._replies = ReplyOutbox(app.sessions, app.config.broker)
         self._replies_due = False
         self.stats = RunStats()
+        self._failures: dict[str, int] = {}  # body digest -> intake failures (poison detection)
 
     def stop(self, *_: object) -> None:
         self._stop.set()
@@ -148,18 +155,39 @@ class Runner:
         else:
             self._broker_drained.clear()
 
+    def _quarantine_if_poison(self, body: bytes, exc: Exception) -> IntakeResult | None:
+        """After ``POISON_AFTER`` failures of the same body, store it as invalid. If even that
+        fails, the store itself is down: the message goes back to the queue (nothing lost)."""
+        key = _digest(body)
+        self._failures[key] = self._failures.get(key, 0) + 1
+        while len(self._failures) > 1000:
+            self._failures.pop(next(iter(self._failures)))
+        if self._failures[key] < POISON_AFTER:
+            return None
+        try:
+            result = self._app.intake.quarantine(body, type(exc).__name__)
+        except Exception:
+            return None
+        log.error("quarantined a message that failed %d times (%s) as invalid event %s",
+                  self._failures[key], type(exc).__name__, result.event_id)
+        return result
+
     def _on_message(self, message: Message) -> None:
         """Store, then ack. A storage failure requeues the message and slows down; nothing is dropped."""
         self._broker_drained.clear()
         self.stats.received += 1
         try:
             result = self._app.intake.receive(message.body)
-        except Exception:
+        except Exception as exc:
             self.stats.intake_errors += 1
-            log.exception("could not store a message; returning it to the queue")
-            message.requeue()
-            time.sleep(min(5.0, 0.5 * self.stats.intake_errors))
-            return
+            quarantined = self._quarantine_if_poison(message.body, exc)
+            if quarantined is None:
+                log.exception("could not store a message; returning it to the queue")
+                message.requeue()
+                time.sleep(min(5.0, 0.5 * self.stats.intake_errors))
+                return
+            result = quarantined
+        self._failures.pop(_digest(message.body), None)
         message.ack()
         if result.outcome is Received.stored:
             self.stats.stored += 1
