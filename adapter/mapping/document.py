@@ -71,6 +71,8 @@ class MappingDocument(_Strict):
     operation: Annotated[Literal["eligibility", "create", "update", "cancel"], Field(description="the destination call this mapping feeds")]
     event_types: Annotated[list[Annotated[str, Field(pattern=r"^[a-z_]+(\.[a-z_]+)+$")]], Field(min_length=1, description="event types this mapping applies to")]
     description: str | None = None
+    when: Annotated[Condition | None, Field(
+        description="route only events for which this holds (path from the event root), e.g. one prescription kind")] = None
     tables: dict[str, TableDecl] = Field(default_factory=dict)
     params: Annotated[dict[str, TemplateField], Field(description="values the HTTP client puts into the URL path")] = Field(default_factory=dict)
     body: Annotated[TemplateField, Field(description="JSON body template; absent or null for calls without a body")] = None

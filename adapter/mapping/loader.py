@@ -121,10 +121,11 @@ def read_mapping(path: Path, display: str | None = None, cache: TableCache | Non
     compiler = Compiler(shown, tables)
     params = {name: compiler.compile(value, f"params.{name}") for name, value in document.params.items()}
     body = compiler.compile(document.body, "body") if document.body is not None else None
+    when = compiler.condition(document.when, "when") if document.when is not None else None
     problems.extend(compiler.problems)
     if problems:
         return None, problems
-    return Mapping(document, path, shown, tables, params, body), []
+    return Mapping(document, path, shown, tables, params, body, when), []
 
 
 def load_mapping_file(path: Path) -> Mapping:

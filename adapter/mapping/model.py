@@ -8,7 +8,7 @@ from typing import Any
 
 from adapter.mapping.document import MappingDocument
 from adapter.mapping.errors import MappingError, MappingProblem
-from adapter.mapping.template import BoundTable, Evaluation, Node, OMIT
+from adapter.mapping.template import OMIT, BoundTable, Condition, Evaluation, Node
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class Mapping:
     """One validated mapping file, ready to apply to event dicts (``event.model_dump(mode="json")``)."""
 
     def __init__(self, document: MappingDocument, source_file: Path, display: str,
-                 tables: dict[str, BoundTable], params: dict[str, Node], body: Node | None):
+                 tables: dict[str, BoundTable], params: dict[str, Node], body: Node | None,
+                 when: Condition | None = None):
         self.document = document
         self.name = document.mapping
         self.version = document.version
@@ -42,6 +43,13 @@ class Mapping:
         self.tables = tables
         self._params = params
         self._body = body
+        self._when = when
+
+    def routes(self, event: dict[str, Any]) -> bool:
+        """Whether this mapping takes ``event``: its type is listed and the file's ``when`` holds."""
+        if event.get("event_type") not in self.event_types:
+            return False
+        return self._when is None or self._when.holds(event, event)
 
     def __repr__(self) -> str:
         return f"Mapping({self.name!r}, {self.destination}/{self.operation}, {self.display})"

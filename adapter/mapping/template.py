@@ -114,6 +114,17 @@ class Compiler:
     def problem(self, key: str, reason: str) -> None:
         self.problems.append(MappingProblem(self.file, key, reason))
 
+    def condition(self, when: Any, key: str) -> Condition | None:
+        """Compile a ``{path, equals | in}`` condition (a ``$when``, or a mapping's top-level ``when``)."""
+        given = when.model_fields_set
+        if ("equals" in given) == ("in_" in given):
+            self.problem(key, "needs exactly one of equals, in")
+        path = self._path(when.path, f"{key}.path")
+        if path is None:
+            return None
+        return Condition(path, when.equals if "equals" in given else MISSING,
+                         tuple(when.in_) if when.in_ is not None else None)
+
     def compile(self, raw: Any, key: str) -> Node:
         if isinstance(raw, dict):
             spec_keys = [k for k in raw if isinstance(k, str) and k.startswith("$")]
@@ -186,15 +197,7 @@ class Compiler:
                 self.problem(key, f"unknown transform {name!r} (known: {', '.join(sorted(TRANSFORMS))})")
         path = self._path(spec.path, f"{key}.$path") if spec.path is not None else None
         each = self._path(spec.each, f"{key}.$each") if spec.each is not None else None
-        condition: Condition | None = None
-        if spec.when is not None:
-            when_given = spec.when.model_fields_set
-            if ("equals" in when_given) == ("in_" in when_given):
-                self.problem(f"{key}.$when", "needs exactly one of equals, in")
-            when_path = self._path(spec.when.path, f"{key}.$when.path")
-            if when_path is not None:
-                condition = Condition(when_path, spec.when.equals if "equals" in when_given else MISSING,
-                                      tuple(spec.when.in_) if spec.when.in_ is not None else None)
+        condition = self.condition(spec.when, f"{key}.$when") if spec.when is not None else None
         item = self.compile(spec.item, f"{key}[*]") if "item" in given else None
         if len(self.problems) > before:
             return Literal(None)

@@ -128,7 +128,8 @@ class Intake:
         return done or IntakeResult(Received.stored, event_id, len(mappings), fallbacks=issued[0])
 
     def _routes(self, event: dict[str, Any]) -> list[Any]:
-        return [m for m in self._mappings.for_event(event["event_type"]) if m.destination in self._destinations]
+        return [m for m in self._mappings.for_event(event["event_type"])
+                if m.destination in self._destinations and m.routes(event)]
 
     def _submission(self, event: dict[str, Any], mapping: Any) -> Submission:
         common = dict(

@@ -411,3 +411,28 @@ def test_one_problem_per_unmapped_code_not_per_column(tmp_path: Path) -> None:
             b: {$path: code, $table: services, $column: srv_type}
         """, event=event, tables=TABLES, decl=TABLE_DECL)
     assert [p.key for p in found] == ["body[0].a"]
+
+
+# ---------------------------------------------------------------- mapping-level routing
+
+
+def test_top_level_when_routes_only_matching_events(tmp_path: Path) -> None:
+    mapping = load_mapping_file(write_mapping(tmp_path, "body: {kind: {$path: payload.kind}}\n",
+                                              decl="when: {path: payload.kind, in: [drug]}\n"))
+    lab = copy.deepcopy(EVENT)
+    lab["payload"]["kind"] = "paraclinic"
+    assert mapping.routes(EVENT) is True
+    assert mapping.routes(lab) is False
+    assert mapping.routes({**EVENT, "event_type": "visit.admitted"}) is False
+
+
+def test_top_level_when_is_checked_at_load(tmp_path: Path) -> None:
+    found = load_problems(tmp_path, "body: {}\n", decl="when: {path: payload.kind}\n")
+    assert any("when" in p and "exactly one of equals, in" in p for p in found)
+
+
+def test_shipped_sepas_medication_mapping_takes_only_drug_prescriptions() -> None:
+    [mapping] = load_mappings(REPO / "mappings", ["sepas"]).for_event("prescription.created", "sepas")
+    lab = copy.deepcopy(EVENT)
+    lab["payload"]["kind"] = "paraclinic"
+    assert mapping.routes(EVENT) and not mapping.routes(lab)
