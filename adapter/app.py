@@ -12,7 +12,11 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapter.config import AdapterConfig, ConfigError, TaminConfig, read_secret
+from adapter.config import AdapterConfig, ConfigError, RetryConfig, SepasConfig, TaminConfig, read_secret
+from adapter.destinations.base import Destination
+from adapter.destinations.sepas.client import DitasClient, PasswordGrantProvider
+from adapter.destinations.sepas.destination import SepasDestination
+from adapter.destinations.sepas.terminology import load_terminology
 from adapter.destinations.auth import ClientCredentialsProvider, RefreshTokenProvider, TokenCache, TokenProvider
 from adapter.destinations.tamin import TaminClient
 from adapter.destinations.tamin_destination import TaminDestination
@@ -50,8 +54,13 @@ def open_store(config: AdapterConfig) -> tuple[Engine, sessionmaker[Session]]:
     return engine, make_sessionmaker(engine)
 
 
+def enabled_destinations(config: AdapterConfig) -> list[str]:
+    configured = (("tamin", config.destinations.tamin), ("sepas", config.destinations.sepas))
+    return [name for name, dest in configured if dest is not None and dest.enabled]
+
+
 def load_checked_mappings(config: AdapterConfig) -> MappingSet:
-    enabled = [name for name, dest in (("tamin", config.destinations.tamin),) if dest.enabled]
+    enabled = enabled_destinations(config)
     try:
         return load_mappings(Path(config.mappings_root), enabled)
     except MappingError as exc:
@@ -72,22 +81,63 @@ def _token_provider(tamin: TaminConfig, http: httpx.Client, sessions: sessionmak
     return ClientCredentialsProvider(http, base + auth.token_path, auth.client_id, secret)
 
 
+@dataclass
+class _Part:
+    """One destination, built: what the dispatcher and the outage control need of it."""
+
+    destination: Destination
+    cache: TokenCache
+    retry: RetryConfig
+    circuit: object
+    rate: tuple[float | None, int | None]
+    principal_mode: str
+
+
+def _tamin(tamin: TaminConfig, http: httpx.Client, sessions: sessionmaker[Session], config: AdapterConfig) -> _Part:
+    cache = TokenCache(_token_provider(tamin, http, sessions, config), tamin.auth.refresh_leeway_s)
+    return _Part(TaminDestination(TaminClient(tamin, http, cache)), cache, tamin.retry, tamin.circuit,
+                 (tamin.max_rps, tamin.max_burst), "prescriber" if tamin.auth.mode == "doctor_refresh" else "facility")
+
+
+def _sepas(sepas: SepasConfig, http: httpx.Client, config: AdapterConfig) -> _Part:
+    auth = sepas.auth
+    secret = read_secret(auth.client_secret_env, auth.client_secret_file, auth.client_secret,
+                         what="destinations.sepas.auth.client_secret", source=config.source_file)
+    password = read_secret(auth.password_env, auth.password_file, auth.password,
+                           what="destinations.sepas.auth.password", source=config.source_file)
+    cache = TokenCache(PasswordGrantProvider(http, sepas.base_url.rstrip("/") + auth.token_path, auth.client_id,
+                                             secret, auth.username, password), auth.refresh_leeway_s)
+    try:
+        terminology = load_terminology(Path(sepas.terminology_dir), sepas.enforcement)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError([f"{config.source_file}: destinations.sepas.terminology_dir: {exc} "
+                           "-- fix: point it at a folder with terminology.yaml"]) from None
+    return _Part(SepasDestination(DitasClient(sepas, http, cache), sepas, terminology), cache, sepas.retry,
+                 sepas.circuit, (sepas.max_rps, sepas.max_burst), "facility")
+
+
 def build(config: AdapterConfig) -> App:
     engine, sessions = open_store(config)
     mappings = load_checked_mappings(config)
-    tamin = config.destinations.tamin
+    tamin, sepas = config.destinations.tamin, config.destinations.sepas
     http = httpx.Client(timeout=httpx.Timeout(tamin.read_timeout_s, connect=tamin.connect_timeout_s),
                         limits=httpx.Limits(max_connections=config.dispatch.workers * 2))
-    cache = TokenCache(_token_provider(tamin, http, sessions, config), tamin.auth.refresh_leeway_s)
-    destinations = {"tamin": TaminDestination(TaminClient(tamin, http, cache))} if tamin.enabled else {}
+    parts: dict[str, _Part] = {}
+    if tamin.enabled:
+        parts["tamin"] = _tamin(tamin, http, sessions, config)
+    if sepas is not None and sepas.enabled:
+        parts["sepas"] = _sepas(sepas, http, config)
+    destinations = {name: part.destination for name, part in parts.items()}
     patient_key = load_key(config.secrets.patient_ref_key_env, config.secrets.token_key_file, source=config.source_file,
                            key_name="patient_ref_key")
     fallback = config.fallback
     intake = Intake(sessions, mappings, set(destinations), patient_key,
-                    {"tamin": "prescriber" if tamin.auth.mode == "doctor_refresh" else "facility"},
+                    {name: part.principal_mode for name, part in parts.items()},
                     FallbackPolicy(fallback.enabled, fallback.number_prefix, fallback.timezone))
     owner = f"{socket.gethostname()}:{os.getpid()}"
-    outages = OutageControl(sessions, {name: settings_from_config(tamin.circuit) for name in destinations},
-                            {"tamin": (tamin.max_rps, tamin.max_burst)}, owner)
-    dispatcher = Dispatcher(sessions, destinations, {"tamin": tamin.retry}, config.dispatch, owner, outages=outages)
-    return App(config, engine, sessions, mappings, intake, dispatcher, http, {"tamin": cache}, outages)
+    outages = OutageControl(sessions, {name: settings_from_config(part.circuit) for name, part in parts.items()},
+                            {name: part.rate for name, part in parts.items()}, owner)
+    dispatcher = Dispatcher(sessions, destinations, {name: part.retry for name, part in parts.items()},
+                            config.dispatch, owner, outages=outages)
+    return App(config, engine, sessions, mappings, intake, dispatcher, http,
+               {name: part.cache for name, part in parts.items()}, outages)
