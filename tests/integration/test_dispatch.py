@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -251,8 +252,22 @@ def test_token_expiring_during_a_batch_causes_no_failed_submission(sim: Recordin
     sim.registry.update_settings({"token_ttl_s": 0.3, "latency_ms": 20})
     app = make_app(destinations__tamin__auth__refresh_leeway_s=0, dispatch__workers=8)
     receive(app, lines)
+    # Besides the short lifetime, the insurer drops every live token once mid-run (as a
+    # restarted token service would), so calls in flight certainly meet a dead token.
+    stop = threading.Event()
+
+    def revoke_once_mid_run() -> None:
+        if not stop.wait(0.3):
+            sim.registry.revoke_access_tokens()
+
+    revoker = threading.Thread(target=revoke_once_mid_run, daemon=True)
     started = time.monotonic()
-    drain(app, timeout_s=40)
+    revoker.start()
+    try:
+        drain(app, timeout_s=40)
+    finally:
+        stop.set()
+        revoker.join()
     assert time.monotonic() - started > 0.6  # long enough for tokens to expire mid-run
 
     rows = submissions(app)
