@@ -469,7 +469,8 @@ def test_drop_response_after_apply(api: httpx.Client) -> None:
 
 def test_close_without_answer_is_not_applied(api: httpx.Client) -> None:
     faults(api, fail_next=1, fail_status=0)
-    with pytest.raises(httpx.RemoteProtocolError):
+    # a closed connection reads as "server disconnected" or, on a busy machine, "connection reset"
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         api.post(CREATE, json=body())
     assert stats(api)["prescriptions"] == 0
 
