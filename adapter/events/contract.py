@@ -18,6 +18,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
+    field_validator,
     model_validator,
 )
 
@@ -48,22 +50,40 @@ def _national_code(value: str) -> str:
     return value
 
 
+def _datetime_text(value: Any) -> Any:
+    if not isinstance(value, (str, dt.datetime)):
+        raise ValueError("a date-time is ISO 8601 text with its offset, e.g. 2026-11-20T09:15:00+03:30")
+    return value
+
+
 def _aware(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         raise ValueError("a date-time needs its UTC offset (e.g. +03:30)")
+    if not 1800 <= value.year <= 2199:
+        raise ValueError("a date-time is Gregorian (year 1800-2199); Solar Hijri is for dates only")
     return value
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 Digits = Annotated[str, BeforeValidator(_ascii_digits)]
 NationalCode = Annotated[str, BeforeValidator(_ascii_digits), AfterValidator(_national_code)]
 CalendarDate = Annotated[dt.date, BeforeValidator(_calendar_date)]
-AwareDateTime = Annotated[dt.datetime, AfterValidator(_aware)]
+AwareDateTime = Annotated[dt.datetime, BeforeValidator(_datetime_text), AfterValidator(_aware)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
-Mobile = Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^(\+98|0098|0)?9\d{9}$")]
+Mobile = Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^(\+98|0098|0)?9[0-9]{9}$")]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise ValueError("control characters are not allowed in text")
+        return value
 
 
 class IdentityKind(str, Enum):
@@ -85,7 +105,7 @@ class PatientIdentity(_Model):
             problem = national_code_problem(self.value)
             if problem:
                 raise ValueError(f"{self.kind.value} is not a valid national code: {problem}")
-        elif self.kind is IdentityKind.fida and not re.fullmatch(r"\d{8,16}", self.value):
+        elif self.kind is IdentityKind.fida and not re.fullmatch(r"[0-9]{8,16}", self.value):
             raise ValueError("fida id must be 8 to 16 digits")
         elif self.kind is IdentityKind.unidentified and not re.fullmatch(r"[A-Za-z0-9-]{4,40}", self.value):
             raise ValueError("unidentified-person id must be 4 to 40 letters, digits or dashes")
@@ -103,7 +123,7 @@ class Patient(_Model):
     first_name: Text
     last_name: Text
     birth_date: CalendarDate | None = None
-    age_years: Annotated[int, Field(ge=0, le=130)] | None = None
+    age_years: Annotated[int, Strict(), Field(ge=0, le=130)] | None = None
     sex: Sex
     mobile: Mobile | None = None
 
@@ -117,7 +137,7 @@ class Patient(_Model):
 class Prescriber(_Model):
     first_name: Text
     last_name: Text
-    medical_council_no: Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^\d{1,10}[*]?$|^\d{1,10}ات$")]
+    medical_council_no: Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^[0-9]{1,10}[*]?$|^[0-9]{1,10}ات$")]
     national_code: NationalCode
     specialty: Text | None = None
     mobile: Mobile
@@ -134,12 +154,12 @@ class PrescriptionItem(_Model):
     """One prescribed item, in the HIS's own codes (the mapping's code tables translate)."""
 
     code: Annotated[str, Field(min_length=1, max_length=64)]
-    quantity: Annotated[int, Field(gt=0, le=10_000)]
+    quantity: Annotated[int, Strict(), Field(gt=0, le=10_000)]
     dose: Annotated[str, Field(max_length=64)] | None = None  # HIS code: amount / times a day
     instruction: Annotated[str, Field(max_length=64)] | None = None  # HIS code: time of use
     note: Annotated[str, Field(max_length=500)] | None = None
     start_on: CalendarDate | None = None
-    diagnosis_icd10: Annotated[str, Field(pattern=r"^[A-Z]\d{2}(\.\d{1,4})?$")] | None = None
+    diagnosis_icd10: Annotated[str, Field(pattern=r"^[A-Z][0-9]{2}(\.[0-9]{1,4})?$")] | None = None
 
 
 class VisitAdmitted(_Model):
@@ -220,7 +240,7 @@ class BillService(_Model):
 
 
 class BillDiagnosis(_Model):
-    icd10: Annotated[str, Field(pattern=r"^[A-Z]\d{2}(\.\d{1,4})?$")]
+    icd10: Annotated[str, Field(pattern=r"^[A-Z][0-9]{2}(\.[0-9]{1,4})?$")]
     status: Literal["initial", "during_treatment", "final"] = "final"
     diagnosed_at: AwareDateTime | None = None
 

@@ -6,7 +6,7 @@ import re
 
 from adapter.events.digits import to_ascii_digits
 
-_TEN_DIGITS = re.compile(r"^\d{10}$")
+_TEN_DIGITS = re.compile(r"^[0-9]{10}$")
 
 
 def national_code_problem(raw: str) -> str | None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from adapter.events.contract import EVENT_TYPES, SCHEMA_VERSION, Event
+from adapter.ops.redact import redact_text
 
 _EVENT = TypeAdapter(Event)
 MAX_BODY_BYTES = 1_000_000
@@ -65,24 +67,43 @@ def _read_json(body: bytes | str) -> Any:
         raise EventRejected([Problem("$", f"not UTF-8 (byte {exc.start})")], None, None) from None
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        reason = f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "JSON nested too deeply"
-        raise EventRejected([Problem("$", reason)], None, None) from None
+    except json.JSONDecodeError as exc:
+        raise EventRejected([Problem("$", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")],
+                            None, None) from None
+    except RecursionError:
+        raise EventRejected([Problem("$", "JSON nested too deeply")], None, None) from None
+    except ValueError:  # e.g. an integer literal longer than Python's int-conversion limit
+        raise EventRejected([Problem("$", "malformed JSON: a number too long to read")], None, None) from None
 
 
-def _string_or_none(value: Any) -> str | None:
-    return value[:100] if isinstance(value, str) and value else None
+_EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+
+def event_id_or_none(value: Any) -> str | None:
+    """The HIS's event id when it is a well-formed one; otherwise None (the body's fingerprint is used)."""
+    return value if isinstance(value, str) and _EVENT_ID.match(value) else None
+
+
+def _event_type_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value in EVENT_TYPES else None
+
+
+def _safe_text(text: str, limit: int = 60) -> str:
+    """Field names taken from the input: no identifiers, no NUL or lone surrogates, bounded."""
+    clean = text.encode("utf-8", "replace").decode("utf-8")
+    clean = "".join(ch if ch.isprintable() else "?" for ch in clean)
+    return redact_text(clean)[:limit]
 
 
 def _problems_from(error: ValidationError) -> list[Problem]:
     problems: list[Problem] = []
     for item in error.errors(include_url=False):
-        loc = [str(part) for part in item["loc"]]
+        loc = [_safe_text(str(part)) for part in item["loc"]]
         # the discriminated union puts the tag into the location: drop it
         if len(loc) > 0 and loc[0] in EVENT_TYPES:
             loc = loc[1:]
         field = ".".join(loc) or "$"
-        rule = item["msg"].removeprefix("Value error, ")
+        rule = _safe_text(item["msg"].removeprefix("Value error, "), 300)
         value = "" if item["type"] == "missing" else mask_value(item.get("input"))
         problems.append(Problem(field, rule, value))
     return problems
@@ -93,11 +114,14 @@ def parse_event(body: bytes | str) -> Event:
     raw = _read_json(body)
     if not isinstance(raw, dict):
         raise EventRejected([Problem("$", f"expected a JSON object, got {type(raw).__name__}")], None, None)
-    event_id = _string_or_none(raw.get("event_id"))
-    event_type = _string_or_none(raw.get("event_type"))
-    if event_type not in EVENT_TYPES:
-        rule = f"unknown event type; known: {', '.join(EVENT_TYPES)}" if event_type else "missing"
-        raise EventRejected([Problem("event_type", rule, mask_value(raw.get("event_type")) if event_type else "")], event_id, event_type)
+    event_id = event_id_or_none(raw.get("event_id"))
+    raw_type = raw.get("event_type")
+    event_type = _event_type_or_none(raw_type)
+    if event_type is None:
+        known = ", ".join(EVENT_TYPES)
+        problem = Problem("event_type", f"unknown event type; known: {known}", mask_value(raw_type)) if raw_type \
+            else Problem("event_type", "missing")
+        raise EventRejected([problem], event_id, None)
     if raw.get("schema_version") != SCHEMA_VERSION:
         raise EventRejected([Problem("schema_version", f"this adapter reads schema version {SCHEMA_VERSION}")], event_id, event_type)
     try:

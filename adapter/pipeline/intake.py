@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapter.events.parse import EventRejected, Problem, body_fingerprint, parse_event
+from adapter.events.parse import EventRejected, Problem, body_fingerprint, event_id_or_none, parse_event
 from adapter.mapping import MappingError, MappingSet
 from adapter.ops.redact import pseudonym
 from adapter.outage import records as outage_records
@@ -86,17 +86,16 @@ class Intake:
         """Store a message that ``receive`` keeps failing on (a bug, not bad data) as an invalid
         event, so it stops blocking the queue and stays visible for a replay after the fix."""
         try:
-            event_id = json.loads(body).get("event_id")
+            event_id = event_id_or_none(json.loads(body).get("event_id"))
         except (ValueError, AttributeError, RecursionError):
             event_id = None
-        event_id = event_id if isinstance(event_id, str) and 0 < len(event_id) <= 100 else None
         problem = Problem("$", f"the adapter failed to store this message ({error}); quarantined for replay")
         return self._store_invalid(body, EventRejected([problem], event_id, None))
 
     def _store_invalid(self, raw: bytes, rejected: EventRejected) -> IntakeResult:
         event_id = rejected.event_id or body_fingerprint(raw)
         row = InboxEvent(event_id=event_id, event_type=rejected.event_type, status=EventStatus.invalid.value,
-                         body=raw.decode("utf-8", "replace")[:1_000_000],
+                         body=_storable(raw.decode("utf-8", "replace"))[:1_000_000],
                          problems=[p.as_dict() for p in rejected.problems])
         reason = str(rejected)[:2000]
         return self._insert(lambda: (row, []), reason) or IntakeResult(Received.invalid, event_id, reason=reason)
@@ -215,6 +214,11 @@ class Intake:
                         .values(duplicate_receipts=InboxEvent.duplicate_receipts + 1))
         session.commit()
         return IntakeResult(Received.duplicate, event_id)
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL: keep it visible as its JSON escape."""
+    return text.replace("\x00", "\\u0000")
 
 
 def _parse_time(text: str) -> dt.datetime:

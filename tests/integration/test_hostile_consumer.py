@@ -6,8 +6,8 @@ message as an ``invalid`` inbox row with a specific reason (never the generic "q
 one: that means the intake crashed on it), count no intake errors, and get every good event
 accepted at the simulator.
 
-Known bugs are pinned by ``xfail(strict=True)`` tests at the end (one of them livelocks the
-consumer, so it runs the runner with a deadline).
+Regression tests at the end pin bugs these messages found (one used to livelock the consumer,
+so the runner runs with a deadline).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sqlalchemy.exc import DataError
 
 from adapter.app import App, build
 from adapter.broker.connection import connect, publish_bodies, queue_depth
-from adapter.events.parse import MAX_BODY_BYTES, body_fingerprint
+from adapter.events.parse import MAX_BODY_BYTES, body_fingerprint, event_id_or_none
 from adapter.pipeline.intake import Received
 from adapter.pipeline.runner import RunStats, Runner
 from adapter.samples.generate import generate
@@ -150,7 +150,7 @@ def stored_id(body: bytes) -> str:
     except (ValueError, RecursionError):
         return body_fingerprint(body)
     event_id = event.get("event_id") if isinstance(event, dict) else None
-    return event_id[:100] if isinstance(event_id, str) and event_id else body_fingerprint(body)
+    return event_id_or_none(event_id) or body_fingerprint(body)
 
 
 def _run(tmp_path: Path, lines: list[bytes], sim: SimServer, deadline_s: float | None = None,
@@ -231,9 +231,6 @@ def test_consumer_survives_hostile_messages_and_good_events_still_flow(tmp_path:
 
 # -- known bugs ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: a lone surrogate (\\ud800) in event_id makes Intake.receive raise "
-                   "UnicodeEncodeError on SQLite (parse.py _string_or_none keeps it as the row key); "
-                   "Intake.quarantine reuses the same id and fails too, so the runner requeues the message forever")
 def test_lone_surrogate_event_id_does_not_livelock_the_consumer(tmp_path: Path) -> None:
     good = good_lines(generate(dt.datetime.now(dt.timezone.utc), patients=1).lines)[:1]
     event = json.loads(good[0])
@@ -245,8 +242,6 @@ def test_lone_surrogate_event_id_does_not_livelock_the_consumer(tmp_path: Path) 
     assert depth == 0 and stats.intake_errors == 0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: an integer literal over 4300 digits makes json.loads raise ValueError, "
-                   "which parse.py _read_json does not catch: 3 intake errors, then a generic 'quarantined' reason")
 def test_huge_integer_literal_is_invalid_with_a_specific_reason(tmp_path: Path) -> None:
     good = good_lines(generate(dt.datetime.now(dt.timezone.utc), patients=1).lines)[:1]
     event = json.loads(good[1] if len(good) > 1 else good[0])
@@ -256,7 +251,7 @@ def test_huge_integer_literal_is_invalid_with_a_specific_reason(tmp_path: Path) 
         stats, finished, depth, rows, _, _ = _run(tmp_path, [body], sim, deadline_s=60)
     assert finished and depth == 0
     assert stats.intake_errors == 0, "the intake crashed on the message (it was quarantined after retries)"
-    row = rows.get("huge-int")
+    row = rows.get(body_fingerprint(body))  # unreadable JSON: its id cannot be read either
     assert row is not None and row.status == "invalid"
     assert not any("quarantined" in p["rule"] for p in row.problems)
 
@@ -282,9 +277,6 @@ POSTGRES_HOSTILE = {
 }
 
 
-@pytest.mark.xfail(strict=True, raises=DataError, reason="BUG (PostgreSQL only): intake stores the raw event_id/event_type/body/field "
-                   "paths of an invalid message unsanitised; NUL is refused by PostgreSQL text and event_type is "
-                   "VARCHAR(64) while parse.py keeps up to 100 chars: DataError from Intake.receive")
 @pytest.mark.parametrize("name", sorted(POSTGRES_HOSTILE))
 def test_hostile_messages_store_as_invalid_on_postgresql(pg_admin_url: str, tmp_path: Path, name: str) -> None:
     from tests.support import services as svc

@@ -16,7 +16,7 @@ Properties:
    mutated field, and no national code, mobile or name of the original event appears in the
    reason or the stored problems.
 
-Known bugs are pinned by the ``xfail(strict=True)`` tests at the end of this file.
+The regression tests at the end of this file pin bugs found by these properties (now fixed).
 """
 
 from __future__ import annotations
@@ -456,8 +456,6 @@ def _sample() -> dict[str, Any]:
     return copy.deepcopy(GOOD[-1])
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="BUG: parse.py _read_json catches only JSONDecodeError/RecursionError; an "
-                   "integer literal over 4300 digits makes json.loads raise a plain ValueError")
 def test_huge_integer_literal_is_rejected_not_crashed() -> None:
     body = dumps(_sample()).replace(b'"quantity": 20', b'"quantity": ' + b"9" * 5_000)
     assert b"9" * 5_000 in body
@@ -466,9 +464,6 @@ def test_huge_integer_literal_is_rejected_not_crashed() -> None:
     assert caught.value.problems[0].field == "$"
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError, reason="BUG: a JSON-escaped lone surrogate (\\ud800) in event_id/event_type is used "
-                   "as the inbox row's key/type (parse.py _string_or_none) and SQLite cannot encode it: "
-                   "UnicodeEncodeError from Intake.receive")
 @pytest.mark.parametrize("field", ["event_id", "event_type"])
 def test_lone_surrogate_in_envelope_is_stored_invalid(app: App, field: str) -> None:
     event = _sample()
@@ -478,8 +473,6 @@ def test_lone_surrogate_in_envelope_is_stored_invalid(app: App, field: str) -> N
     assert result.outcome is Received.invalid
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: parse.py _problems_from puts dict keys of extra inputs verbatim in the "
-                   "field path, so a key that is a national code or mobile is stored and shown unmasked")
 @pytest.mark.parametrize("key", ["national_code", "mobile"])
 def test_unknown_key_named_after_an_identifier_does_not_leak(key: str) -> None:
     event = _sample()
@@ -490,9 +483,6 @@ def test_unknown_key_named_after_an_identifier_does_not_leak(key: str) -> None:
     assert secret not in str(caught.value)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: identity.py checks national codes with re '\\d' and int(), which accept "
-                   "every Unicode digit, but digits.py only converts Persian/Arabic-Indic: fullwidth or Devanagari "
-                   "digits pass validation and are stored/sent un-normalised")
 @pytest.mark.parametrize("digits", ["０１２３４５６７８９", "०१२३४५६७८९"], ids=["fullwidth", "devanagari"])
 def test_other_unicode_digits_are_normalised_or_refused(digits: str) -> None:
     event = _sample()
@@ -504,8 +494,6 @@ def test_other_unicode_digits_are_normalised_or_refused(digits: str) -> None:
     assert parsed.payload.patient.identity.value == "0012345679"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: contract.py diagnosis_icd10 pattern uses '\\d' (Unicode in pydantic's "
-                   "regex) with no digit normalisation: 'J۰۶.9' is accepted and kept with Persian digits")
 def test_icd10_with_persian_digits_is_normalised_or_refused() -> None:
     event = _sample()
     event["payload"]["items"][0]["diagnosis_icd10"] = "J۰۶.9"
@@ -516,11 +504,6 @@ def test_icd10_with_persian_digits_is_normalised_or_refused() -> None:
     assert parsed.payload.items[0].diagnosis_icd10 == "J06.9"
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="BUG: contract.py AwareDateTime has no year range and runs in pydantic's lax mode: a Jalali "
-                   "date-time written in ISO form (1403-05-12T10:00+03:30) is read as Gregorian year 1403, and a bare "
-                   "number as Unix seconds (12345 -> 1970-01-01T03:25:45Z), instead of being refused as dates.py "
-                   "refuses such dates")
 @pytest.mark.parametrize("field", ["occurred_at", "prescribed_at"])
 @pytest.mark.parametrize("value", ["1403-05-12T10:00:00+03:30", 12345], ids=["jalali-year", "epoch-number"])
 def test_jalali_year_or_number_as_a_datetime_is_refused(field: str, value: Any) -> None:
