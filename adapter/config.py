@@ -210,6 +210,37 @@ class LoggingConfig(_Section):
     format: Literal["json", "console"] = "json"
 
 
+class StatusConfig(_Section):
+    """The status HTTP service of ``adapter run``: /healthz, /readyz, /status, /metrics and a page at /."""
+
+    enabled: bool = Field(True, description="serve /healthz, /readyz, /status, /metrics and / while adapter run runs")
+    host: str = Field(
+        "127.0.0.1", min_length=1,
+        description="address to bind; anything but loopback needs status.token_env/token_file or basic_user + password")
+    port: int = Field(8090, ge=0, le=65535, description="TCP port (0 = any free port)")
+    token_env: str | None = Field(None, description="environment variable holding the bearer token the service requires")
+    token_file: str | None = Field(None, description="mode-600 file holding the bearer token the service requires")
+    basic_user: str | None = Field(None, description="HTTP basic user the service requires (with basic_password_env/_file)")
+    basic_password_env: str | None = Field(None, description="environment variable holding the basic-auth password")
+    basic_password_file: str | None = Field(None, description="mode-600 file holding the basic-auth password")
+    ready_max_age_s: float = Field(
+        30.0, gt=0, description="/readyz turns red when the consumer loop has not run for this many seconds")
+    cache_s: float = Field(2.0, ge=0, description="seconds /status and /metrics reuse one reading of the store")
+
+
+class RetentionConfig(_Section):
+    """What ``adapter prune`` removes. Unfinished work (open, rejected, invalid, dead, fallback,
+    discrepancy) and its events are never touched."""
+
+    payload_days: float = Field(
+        90, gt=0, description="days after a submission finished before its payload, attempt bodies and event body go")
+    audit_days: float = Field(
+        365, gt=0, description="days after a submission finished before its attempt rows and state changes go")
+    prune_every_s: float | None = Field(
+        None, gt=0, description="adapter run prunes this often (seconds); null = only by the adapter prune command")
+    batch_size: int = Field(1000, ge=1, le=100_000, description="rows changed per transaction while pruning")
+
+
 class AdapterConfig(_Section):
     instance: str = Field("adapter", description="a name for this installation, shown in status")
     database: DatabaseConfig = DatabaseConfig()
@@ -220,6 +251,8 @@ class AdapterConfig(_Section):
     fallback: FallbackConfig = FallbackConfig()
     secrets: SecretsConfig = SecretsConfig()
     logging: LoggingConfig = LoggingConfig()
+    status: StatusConfig = StatusConfig()
+    retention: RetentionConfig = RetentionConfig()
     source_file: str = Field("<none>", exclude=True)
 
 
@@ -326,7 +359,17 @@ def load_config(path: Path | str | None = None, environ: dict[str, str] | None =
 
 def read_secret(env_name: str | None, file_name: str | None, literal: str | None, *, what: str, source: str,
                 environ: dict[str, str] | None = None) -> str:
-    """Resolve a secret from the environment, a mode-600 file, or (simulator only) a literal."""
+    """Resolve a secret from the environment, a mode-600 file, or (simulator only) a literal.
+    The value is registered with the log redaction, so it is masked in any text logged later."""
+    from adapter.ops.redact import register_secret
+
+    value = _read_secret(env_name, file_name, literal, what=what, source=source, environ=environ)
+    register_secret(value)
+    return value
+
+
+def _read_secret(env_name: str | None, file_name: str | None, literal: str | None, *, what: str, source: str,
+                 environ: dict[str, str] | None = None) -> str:
     environ = dict(os.environ) if environ is None else environ
     if env_name:
         value = environ.get(env_name)

@@ -71,6 +71,8 @@ missing_packages() {
     # the paper-prescription PDF needs a Persian font; its tests read PDFs with poppler
     dpkg -s fonts-noto-core >/dev/null 2>&1 || missing+=(fonts-noto-core)
     command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
+    # the status page's screenshot test (tests/integration/test_ops_page_screenshot.py) runs headless Chromium
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     if ! command -v pg_ctlcluster >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
         missing+=(postgresql)
     fi

@@ -110,3 +110,107 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 # -- other fixtures below --------------------------------------------------------
+
+
+# -- log-leak scan (issue 7) ---------------------------------------------------------
+# For the whole session a handler on the root logger sees every record the suite logs (root
+# level INFO), formatted with its traceback; at the end, the ``adapter.log`` files that the
+# subprocess stacks (tests/support/stack.py) wrote under the session's temp folder are read
+# too. Any national code or mobile number of the sample generator, or a test secret, in
+# clear text fails the session. The redaction is the one every ``adapter`` entry point
+# installs: importing the CLI (``python -m adapter``) does it, as does ``adapter.app.build``.
+
+LEAK_SECRETS = ("adapter-test-secret", "adapter-sim-secret", "hospital-password")
+
+
+def _sample_identifiers() -> set[str]:
+    import datetime as dt
+    import json as _json
+
+    from adapter.samples.generate import generate
+
+    found: set[str] = set()
+
+    def walk(node: object, key: str = "") -> None:
+        if isinstance(node, dict):
+            if node.get("kind") == "national_code" and isinstance(node.get("value"), str):
+                found.add(node["value"])
+            for k, v in node.items():
+                walk(v, str(k))
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, key)
+        elif isinstance(node, str) and key in ("national_code", "mobile"):
+            found.add(node)
+
+    for line in generate(dt.datetime.now(dt.timezone.utc), patients=600).lines:
+        try:
+            walk(_json.loads(line))
+        except ValueError:
+            continue
+    return {value for value in found if value.isascii() and value.isdigit() and len(value) >= 10}
+
+
+class _LeakScanner:
+    def __init__(self) -> None:
+        import re
+
+        identifiers = sorted(_sample_identifiers(), key=len, reverse=True)
+        self.pattern = re.compile(r"(?<!\d)(?:" + "|".join(map(re.escape, identifiers)) + r")(?!\d)|"
+                                  + "|".join(map(re.escape, LEAK_SECRETS)))
+        self.identifiers = len(identifiers)
+        self.hits: list[str] = []
+
+    def scan(self, text: str, where: str) -> None:
+        from adapter.events.digits import to_ascii_digits
+
+        for match in self.pattern.finditer(to_ascii_digits(text)):
+            if len(self.hits) < 50:
+                start = max(0, match.start() - 120)
+                self.hits.append(f"{where}: {match.group(0)!r} in ...{text[start:match.end() + 80]!r}")
+
+
+class _LeakHandler(__import__("logging").Handler):
+    def __init__(self, scanner: _LeakScanner) -> None:
+        import logging
+
+        super().__init__(logging.DEBUG)
+        self.scanner = scanner
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.records = 0
+
+    def emit(self, record: object) -> None:
+        import os
+
+        try:
+            text = self.format(record)  # type: ignore[arg-type]
+        except Exception:  # a record that cannot be formatted is still scanned raw
+            text = repr(getattr(record, "__dict__", record))
+        self.records += 1
+        self.scanner.scan(text, os.environ.get("PYTEST_CURRENT_TEST", "(no test)").split(" ")[0])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def log_leak_scan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_LeakScanner]:
+    import logging
+
+    import adapter.ops.cli  # noqa: F401  what `python -m adapter` imports: installs the redaction
+
+    scanner = _LeakScanner()
+    handler = _LeakHandler(scanner)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+    try:
+        yield scanner
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    for path in sorted(tmp_path_factory.getbasetemp().rglob("*.log")):
+        try:
+            scanner.scan(path.read_text(encoding="utf-8", errors="replace"), str(path))
+        except OSError:
+            continue
+    assert not scanner.hits, ("national codes, mobile numbers or secrets in clear text in the logs:\n"
+                              + "\n".join(scanner.hits))

@@ -305,5 +305,8 @@ from adapter.ops import cli_replay; cli_replay.register(app)  # noqa: E402,E702 
 from adapter.ops import cli_outage; cli_outage.register(app)  # noqa: E402,E702  adapter outage / adapter paper
 
 
+from adapter.ops import cli_ops; cli_ops.register(app)  # noqa: E402,E702  adapter prune / adapter config check
+
+
 def main() -> None:
     app()

@@ -26,8 +26,37 @@ SENSITIVE_KEYS = frozenset({
 })
 
 
+# ``key: value`` / ``key=value`` / ``"key": "value"`` in free text (a JSON body or a query string
+# inside an exception message, a form post in a traceback): the value is masked.
+_TEXT_KEYS = ("national_?code", "patient_?national_?code", "doc_?national_?code", "first_?name", "last_?name",
+              "mobile", "doc_?mobile_?no", "phone", "access_token", "refresh_token", "client_secret", "password",
+              "passwd", "secret", "token", "authorization", "api_?key")
+_KEY_VALUE = re.compile(r"(?i)(?P<key>[\"']?\b(?:" + "|".join(_TEXT_KEYS) + r")\b[\"']?\s*[:=]\s*)"
+                        r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&}\]\"']+)")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """A secret this process holds (client secret, password, status token): masked wherever it
+    shows up in text, whatever the key or format around it."""
+    if value and len(value) >= 6:
+        _secrets.add(value)
+
+
+def _mask_value(match: re.Match[str]) -> str:
+    value = match.group("value")
+    quote = value[0] if value[:1] in ("'", '"') else ""
+    return match.group("key") + quote + "***" + quote
+
+
 def redact_text(text: str) -> str:
     text = to_ascii_digits(text)
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    text = _BEARER.sub(lambda m: m.group(1) + " ***", text)
+    text = _KEY_VALUE.sub(_mask_value, text)
     text = _MOBILE.sub("09*********", text)
     return _TEN_DIGITS.sub("**********", text)
 

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from adapter.config import DispatchConfig, RetryConfig
 from adapter.destinations.base import Destination, Job
 from adapter.destinations.outcome import Outcome, OutcomeClass
+from adapter.ops.metrics import observe_attempt
 from adapter.outage.breaker import Permit
 from adapter.outage.control import OutageControl
 from adapter.outage.records import settle_fallback
@@ -224,12 +225,15 @@ class Dispatcher:
                 if row is not None:
                     session.add(_attempt_row(job, outcome, now))
                     session.commit()
+                    observe_attempt(job, outcome)
                 return
             if outcome.klass is not OutcomeClass.waiting:
                 session.add(_attempt_row(job, outcome, now))
             self._apply(session, row, outcome, now)
             self._destinations[job.destination].on_result(session, job, outcome)
             session.commit()
+        if outcome.klass is not OutcomeClass.waiting:
+            observe_attempt(job, outcome)  # metrics + the attempt's log line, once it is recorded
 
     def _apply(self, session: Session, row: Submission, outcome: Outcome, now: dt.datetime) -> None:
         klass = outcome.klass

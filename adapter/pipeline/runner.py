@@ -8,6 +8,12 @@ what was not committed was not acked.
 The consumer thread also publishes the replies to the HIS (paper fallback, see
 ``adapter.outage.replies``): right after a message that issued one, and in a sweep every
 second for any left unpublished (a crash, a broker hiccup); once more at shutdown.
+
+Operations (issue 7): both loops stamp a heartbeat (``Liveness``) on every cycle, so the status
+service's ``/readyz`` turns red when a consumer silently stops (a ``drain_events`` that hangs,
+kombu #131/#514) even though the process is up. The status service (``adapter.ops.http_status``)
+runs beside the loops while ``run()`` runs, and so does the scheduled prune
+(``retention.prune_every_s``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from kombu.message import Message
 
 from adapter.app import App
 from adapter.broker.connection import connect, declare, event_queue, queue_depth
+from adapter.ops import metrics
 from adapter.outage.replies import ReplyOutbox
 from adapter.pipeline.intake import IntakeResult, Received
 
@@ -49,6 +56,36 @@ class RunStats:
     replies_published: int = 0
 
 
+class Liveness:
+    """Heartbeats of the runner's loops (monotonic clock), read by ``/readyz`` and ``/metrics``."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.started = clock()
+        self.consumer_attached = False
+        self._beats: dict[str, float] = {}
+
+    def beat(self, loop: str) -> None:
+        """``loop``: consumer (each drain cycle), dispatcher (each round) or delivery (a message came)."""
+        now = self._clock()
+        with self._lock:
+            self._beats[loop] = now
+
+    def attached(self, yes: bool) -> None:
+        with self._lock:
+            self.consumer_attached = yes
+        if yes:
+            self.beat("consumer")
+
+    def snapshot(self) -> dict[str, object]:
+        now = self._clock()
+        with self._lock:
+            ages = {f"{loop}_age_s": (round(now - self._beats[loop], 3) if loop in self._beats else None)
+                    for loop in ("consumer", "dispatcher", "delivery")}
+            return {"consumer_attached": self.consumer_attached, "uptime_s": round(now - self.started, 3), **ages}
+
+
 class Runner:
     def __init__(self, app: App, *, until_idle: bool = False, idle_horizon_s: float = 5.0,
                  on_progress: Callable[[RunStats], None] | None = None):
@@ -63,6 +100,9 @@ class Runner:
         self._replies_due = False
         self.stats = RunStats()
         self._failures: dict[str, int] = {}  # body digest -> intake failures (poison detection)
+        self.liveness = Liveness()
+        self.status_server: object | None = None  # the status service while run() runs (None when off)
+        self._depth_checked = 0.0
 
     def stop(self, *_: object) -> None:
         self._stop.set()
@@ -72,8 +112,10 @@ class Runner:
         signal.signal(signal.SIGINT, self.stop)
 
     def run(self) -> RunStats:
+        self.status_server = self._start_status()
         consumer = threading.Thread(target=self._consume_forever, name="consumer", daemon=True)
         consumer.start()
+        pruner = self._start_pruner()
         try:
             self._dispatch_loop()
         finally:
@@ -81,7 +123,51 @@ class Runner:
             consumer.join(timeout=30)
             if not consumer.is_alive():  # the outbox belongs to the consumer thread while it runs
                 self._publish_replies(final=True)
+            if pruner is not None:
+                pruner.join(timeout=30)
+            self._stop_status()
         return self.stats
+
+    # -- operations: status service, scheduled prune -----------------------------------------
+    def _start_status(self) -> object | None:
+        """The status service; a port already in use is logged, never a reason to stop delivering."""
+        if not self._app.config.status.enabled:
+            return None
+        from adapter.ops.http_status import StatusService
+
+        service = StatusService(self._app, self.liveness)
+        try:
+            return service.start()
+        except (OSError, RuntimeError) as exc:
+            status = self._app.config.status
+            log.error("status service not started on %s:%s (%s) -- fix: free the port or set status.port",
+                      status.host, status.port, exc)
+            service.stop()
+            return None
+
+    def _stop_status(self) -> None:
+        if self.status_server is not None:
+            self.status_server.stop()  # type: ignore[attr-defined]
+            self.status_server = None
+
+    def _start_pruner(self) -> threading.Thread | None:
+        every = self._app.config.retention.prune_every_s
+        if not every:
+            return None
+        thread = threading.Thread(target=self._prune_every, args=(every,), name="pruner", daemon=True)
+        thread.start()
+        return thread
+
+    def _prune_every(self, every: float) -> None:
+        from adapter.ops.prune import prune
+
+        while not self._stop.wait(every):
+            try:
+                report = prune(self._app.sessions, self._app.config.retention, stop=self._stop.is_set)
+                if report.total:
+                    log.info("pruned: %s", report.summary())
+            except Exception:  # a failed prune is retried next time; delivery goes on
+                log.exception("scheduled prune failed")
 
     def _publish_replies(self, due: bool = False, final: bool = False) -> None:
         if final:
@@ -96,6 +182,7 @@ class Runner:
     def _dispatch_loop(self) -> None:
         poll = self._app.config.dispatch.poll_interval_s
         while not self._stop.is_set():
+            self.liveness.beat("dispatcher")
             handled = self._app.dispatcher.run_once()
             self.stats.dispatched += handled
             self._progress()
@@ -124,6 +211,7 @@ class Runner:
                 self._consume_session()
                 backoff = 1.0
             except Exception as exc:  # broker gone: reconnect with backoff, never give up
+                self.liveness.attached(False)
                 self._broker_drained.clear()
                 log.warning("broker connection lost (%s); reconnecting in %.0fs", type(exc).__name__, backoff)
                 self._stop.wait(backoff)
@@ -136,18 +224,27 @@ class Runner:
             declare(connection, broker)
             channel = connection.channel()
             with Consumer(channel, [event_queue(broker)], on_message=self._on_message, prefetch_count=broker.prefetch):
+                self.liveness.attached(True)
                 self._publish_replies(due=True)  # anything a crash left unpublished
                 while not self._stop.is_set():
+                    self.liveness.beat("consumer")
                     try:
                         connection.drain_events(timeout=0.5)
                     except socket.timeout:
                         self._check_drained(connection)
+                    else:
+                        if time.monotonic() - self._depth_checked > 5.0:  # busy: still report the depth now and then
+                            self._check_drained(connection)
                     self._publish_replies(self._replies_due)
+                self.liveness.attached(False)
             channel.close()  # unacked prefetched messages return to the queue
 
     def _check_drained(self, connection: object) -> None:
+        self._depth_checked = time.monotonic()
         try:
-            empty = queue_depth(connection, self._app.config.broker) == 0  # type: ignore[arg-type]
+            depth = queue_depth(connection, self._app.config.broker)  # type: ignore[arg-type]
+            metrics.queue_depth(depth)
+            empty = depth == 0
         except Exception:  # a failed depth check only delays "idle"
             empty = False
         if empty:
@@ -175,6 +272,7 @@ class Runner:
     def _on_message(self, message: Message) -> None:
         """Store, then ack. A storage failure requeues the message and slows down; nothing is dropped."""
         self._broker_drained.clear()
+        self.liveness.beat("delivery")
         self.stats.received += 1
         try:
             result = self._app.intake.receive(message.body)
@@ -182,6 +280,7 @@ class Runner:
             self.stats.intake_errors += 1
             quarantined = self._quarantine_if_poison(message.body, exc)
             if quarantined is None:
+                metrics.event_received("error")
                 log.exception("could not store a message; returning it to the queue")
                 message.requeue()
                 time.sleep(min(5.0, 0.5 * self.stats.intake_errors))
@@ -189,6 +288,7 @@ class Runner:
             result = quarantined
         self._failures.pop(_digest(message.body), None)
         message.ack()
+        metrics.event_received(result.outcome.value, result.fallbacks if result.outcome is Received.stored else 0)
         if result.outcome is Received.stored:
             self.stats.stored += 1
             if result.fallbacks:

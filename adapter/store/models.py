@@ -35,6 +35,7 @@ class InboxEvent(Base):
     body: Mapped[str] = mapped_column(Text)
     problems: Mapped[list[Any] | None]
     duplicate_receipts: Mapped[int] = mapped_column(Integer, default=0)
+    pruned_at: Mapped[dt.datetime | None]  # body replaced by a marker (adapter prune, retention.payload_days)
 
     submissions: Mapped[list["Submission"]] = relationship(back_populates="event", order_by="Submission.id")
 
@@ -72,6 +73,7 @@ class Submission(Base):
     result: Mapped[dict[str, Any] | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    pruned_at: Mapped[dt.datetime | None]  # payload and attempt bodies removed (adapter prune)
 
     event: Mapped[InboxEvent] = relationship(back_populates="submissions")
     attempt_rows: Mapped[list["Attempt"]] = relationship(order_by="Attempt.id")

@@ -1,0 +1,157 @@
+"""``adapter prune`` and ``adapter config check`` (issue 7), registered on the main command.
+
+Registering also installs the log redaction for every ``adapter`` command
+(``adapter.ops.logs.install_redaction``): whatever a command logs is masked.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from adapter.config import DEFAULT_CONFIG, AdapterConfig, ConfigError, load_config, read_secret
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", envvar="ADAPTER_CONFIG",
+                                            help="config file (env ADAPTER_CONFIG)")]
+
+
+def config_problems(path: Path, environ: dict[str, str] | None = None) -> tuple[list[str], AdapterConfig | None]:
+    """Every problem of the config file and what it points at: the file itself (keys, values,
+    environment overrides), every mapping of the enabled destinations, SEPAS terminology and
+    public key when SEPAS is enabled, the secrets it names, and the status service's exposure.
+    Each line names the file, the key and the fix."""
+    try:
+        config = load_config(path, environ=environ)
+    except ConfigError as exc:
+        return list(exc.lines), None
+    from adapter.app import enabled_destinations, load_checked_mappings
+
+    problems: list[str] = []
+    source = config.source_file
+    root = Path(config.mappings_root)
+    if not root.is_dir():
+        problems.append(f"{source}: mappings_root: {root} is not a folder -- fix: point it at the mappings folder")
+    else:
+        for destination in enabled_destinations(config):
+            if not (root / destination).is_dir():
+                problems.append(f"{source}: mappings_root: {root / destination} is missing -- fix: add the "
+                                f"{destination} mapping files or disable destinations.{destination}")
+        try:
+            load_checked_mappings(config)
+        except ConfigError as exc:
+            problems += exc.lines
+    problems += _secret_problems(config)
+    sepas = config.destinations.sepas
+    if sepas is not None and sepas.enabled:
+        problems += _sepas_problems(config)
+    from adapter.ops.http_status import resolve_auth
+
+    try:
+        resolve_auth(config)
+    except ConfigError as exc:
+        problems += exc.lines
+    return _unique(problems), config
+
+
+def _unique(lines: list[str]) -> list[str]:
+    return list(dict.fromkeys(lines))
+
+
+def _secret(env: str | None, file: str | None, literal: str | None, what: str, source: str) -> list[str]:
+    try:
+        read_secret(env, file, literal, what=what, source=source)
+    except ConfigError as exc:
+        return list(exc.lines)
+    return []
+
+
+def _secret_problems(config: AdapterConfig) -> list[str]:
+    source, problems = config.source_file, []
+    tamin = config.destinations.tamin
+    if tamin.enabled and tamin.auth.mode == "client_credentials":
+        auth = tamin.auth
+        problems += _secret(auth.client_secret_env, auth.client_secret_file, auth.client_secret,
+                            "destinations.tamin.auth.client_secret", source)
+    sepas = config.destinations.sepas
+    if sepas is not None and sepas.enabled:
+        auth2 = sepas.auth
+        problems += _secret(auth2.client_secret_env, auth2.client_secret_file, auth2.client_secret,
+                            "destinations.sepas.auth.client_secret", source)
+        problems += _secret(auth2.password_env, auth2.password_file, auth2.password,
+                            "destinations.sepas.auth.password", source)
+    return problems
+
+
+def _sepas_problems(config: AdapterConfig) -> list[str]:
+    from adapter.destinations.sepas.crypto import load_public_key
+    from adapter.destinations.sepas.terminology import load_terminology
+
+    sepas, source, problems = config.destinations.sepas, config.source_file, []
+    assert sepas is not None
+    try:
+        load_terminology(Path(sepas.terminology_dir), sepas.enforcement)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        problems.append(f"{source}: destinations.sepas.terminology_dir: {sepas.terminology_dir}: {exc} "
+                        "-- fix: point it at a folder with terminology.yaml and its tables")
+    try:
+        load_public_key(sepas.public_key_file)
+    except Exception as exc:  # unreadable, not PEM, not <RSAKeyValue>
+        problems.append(f"{source}: destinations.sepas.public_key_file: {sepas.public_key_file}: "
+                        f"{type(exc).__name__}: {exc} -- fix: the Ministry's RSA public key, PEM or <RSAKeyValue> XML")
+    return problems
+
+
+def register(app: typer.Typer) -> None:
+    from adapter.ops.logs import install_redaction
+
+    install_redaction()
+    config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
+    app.add_typer(config_app, name="config")
+
+    @config_app.command("check")
+    def config_check(config: ConfigOption = DEFAULT_CONFIG) -> None:
+        """Validate the config, every mapping, SEPAS terminology (when enabled) and the secrets it names;
+        print each problem with file, key and fix. Exit 0 when clean, 1 otherwise."""
+        problems, cfg = config_problems(config)
+        for line in problems:
+            sys.stdout.write(line + "\n")
+        if problems:
+            count = len(problems)
+            sys.stdout.write(f"{count} problem{'s' if count != 1 else ''} in {config}\n")
+            raise typer.Exit(1)
+        assert cfg is not None
+        from adapter.app import enabled_destinations
+
+        sys.stdout.write(f"{config}: no problems (destinations: {', '.join(enabled_destinations(cfg)) or 'none'}; "
+                         f"status service {'on ' + cfg.status.host + ':' + str(cfg.status.port) if cfg.status.enabled else 'off'})\n")
+
+    @app.command("prune")
+    def prune_command(
+        config: ConfigOption = DEFAULT_CONFIG,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="only count what would be removed")] = False,
+        json_out: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Remove payload bodies and audit detail of finished work older than retention.payload_days /
+        retention.audit_days. Unfinished submissions and their events are never touched."""
+        from adapter.app import open_store
+        from adapter.ops.prune import prune
+
+        try:
+            cfg = load_config(config)
+        except ConfigError as exc:
+            sys.stderr.write("configuration problem (nothing was changed):\n" + "\n".join(f"  {l}" for l in exc.lines) + "\n")
+            raise typer.Exit(2) from None
+        engine, sessions = open_store(cfg)
+        try:
+            report = prune(sessions, cfg.retention, dry_run=dry_run)
+        finally:
+            engine.dispose()
+        if json_out:
+            sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+        else:
+            sys.stdout.write(report.summary() + "\n")
+
