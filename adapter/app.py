@@ -117,11 +117,13 @@ def _sepas(sepas: SepasConfig, http: httpx.Client, config: AdapterConfig) -> _Pa
 
 
 def build(config: AdapterConfig) -> App:
+    from adapter.ops.alerts.notify import check_alert_channels
     from adapter.ops.http_status import resolve_auth
     from adapter.ops.logs import install_redaction
 
     install_redaction()  # every log record of this process is masked, whoever logs it
     resolve_auth(config)  # a status service reachable from elsewhere without credentials: refuse to start
+    check_alert_channels(config)  # an alert channel whose secret is missing: refuse to start
     engine, sessions = open_store(config)
     mappings = load_checked_mappings(config)
     tamin, sepas = config.destinations.tamin, config.destinations.sepas

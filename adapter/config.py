@@ -241,6 +241,59 @@ class RetentionConfig(_Section):
     batch_size: int = Field(1000, ge=1, le=100_000, description="rows changed per transaction while pruning")
 
 
+class CountRule(_Section):
+    """New submissions (or events) that ended in one state: an alert while at least ``threshold``
+    of them arrived within the last ``window_s`` seconds."""
+
+    threshold: int | None = Field(
+        1, ge=1, description="alert when at least this many new ones came within window_s (null = rule off)")
+    window_s: float = Field(900, gt=0, description="seconds looked back for new ones (the evaluation window)")
+
+
+class AlertRulesConfig(_Section):
+    circuit_open: bool = Field(True, description="alert while a destination's circuit is not closed (open or probing)")
+    outage_declared: bool = Field(True, description="alert while an operator-declared outage is open")
+    oldest_pending_minutes: float | None = Field(
+        60, gt=0, description="alert while a destination's oldest open submission is older than this (null = off)")
+    new_dead: CountRule = CountRule(threshold=1)
+    new_rejected: CountRule = CountRule(threshold=5)
+    new_invalid: CountRule = CountRule(threshold=5)
+
+
+class WebhookConfig(_Section):
+    url: str = Field(..., pattern=r"^https?://", description="an http(s) URL the alert is POSTed to as JSON")
+    headers_env: dict[str, str] = Field(
+        default_factory=dict, description="header name -> environment variable holding its value (e.g. Authorization)")
+    timeout_s: float = Field(10.0, gt=0, description="seconds to wait for the webhook to answer")
+
+
+class EmailConfig(_Section):
+    host: str = Field(..., min_length=1, description="the SMTP server")
+    port: int = Field(25, ge=1, le=65535, description="SMTP port (25, or 587 with starttls)")
+    from_: str = Field(..., alias="from", min_length=3, description="the From address")
+    to: list[str] = Field(..., min_length=1, description="one or more recipient addresses")
+    starttls: bool = Field(False, description="upgrade the connection with STARTTLS before sending")
+    username: str | None = Field(None, description="SMTP login user (with password_env or password_file)")
+    password_env: str | None = Field(None, description="environment variable holding the SMTP password")
+    password_file: str | None = Field(None, description="mode-600 file holding the SMTP password")
+    timeout_s: float = Field(10.0, gt=0, description="seconds to wait for the SMTP server")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class AlertsConfig(_Section):
+    """Alerts on state changes (not per failure): one message when a condition starts, one when
+    it ends, and a reminder every ``renotify_s`` while it lasts; by webhook and/or email."""
+
+    enabled: bool = Field(True, description="evaluate the alert rules while adapter run runs (needs a channel)")
+    evaluate_every_s: float = Field(30.0, gt=0, description="seconds between evaluations of the rules")
+    renotify_s: float | None = Field(
+        3600.0, gt=0, description="seconds between reminders while a condition lasts (null = no reminders)")
+    rules: AlertRulesConfig = AlertRulesConfig()
+    webhooks: list[WebhookConfig] = Field(default_factory=list, description="webhooks: [{url, headers_env}]")
+    email: EmailConfig | None = None
+
+
 class AdapterConfig(_Section):
     instance: str = Field("adapter", description="a name for this installation, shown in status")
     database: DatabaseConfig = DatabaseConfig()
@@ -253,6 +306,7 @@ class AdapterConfig(_Section):
     logging: LoggingConfig = LoggingConfig()
     status: StatusConfig = StatusConfig()
     retention: RetentionConfig = RetentionConfig()
+    alerts: AlertsConfig = AlertsConfig()
     source_file: str = Field("<none>", exclude=True)
 
 

@@ -306,6 +306,7 @@ from adapter.ops import cli_outage; cli_outage.register(app)  # noqa: E402,E702 
 
 
 from adapter.ops import cli_ops; cli_ops.register(app)  # noqa: E402,E702  adapter prune / adapter config check
+from adapter.ops import cli_alerts; cli_alerts.register(app)  # noqa: E402,E702  adapter alerts test
 
 
 def main() -> None:

@@ -54,6 +54,12 @@ def config_problems(path: Path, environ: dict[str, str] | None = None) -> tuple[
         resolve_auth(config)
     except ConfigError as exc:
         problems += exc.lines
+    from adapter.ops.alerts.notify import check_alert_channels
+
+    try:
+        check_alert_channels(config, environ)
+    except ConfigError as exc:
+        problems += exc.lines
     return _unique(problems), config
 
 

@@ -13,7 +13,8 @@ Operations (issue 7): both loops stamp a heartbeat (``Liveness``) on every cycle
 service's ``/readyz`` turns red when a consumer silently stops (a ``drain_events`` that hangs,
 kombu #131/#514) even though the process is up. The status service (``adapter.ops.http_status``)
 runs beside the loops while ``run()`` runs, and so does the scheduled prune
-(``retention.prune_every_s``).
+(``retention.prune_every_s``) and the alert evaluation (``alerts.evaluate_every_s``, when a
+webhook or email channel is configured; ``adapter.ops.alerts``).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class Runner:
         consumer = threading.Thread(target=self._consume_forever, name="consumer", daemon=True)
         consumer.start()
         pruner = self._start_pruner()
+        alerter = self._start_alerts()
         try:
             self._dispatch_loop()
         finally:
@@ -125,6 +127,8 @@ class Runner:
                 self._publish_replies(final=True)
             if pruner is not None:
                 pruner.join(timeout=30)
+            if alerter is not None:
+                alerter.join(timeout=30)
             self._stop_status()
         return self.stats
 
@@ -168,6 +172,35 @@ class Runner:
                     log.info("pruned: %s", report.summary())
             except Exception:  # a failed prune is retried next time; delivery goes on
                 log.exception("scheduled prune failed")
+
+    def _start_alerts(self) -> threading.Thread | None:
+        """Alert evaluation every ``alerts.evaluate_every_s`` (first one at once), when a channel is set."""
+        config = self._app.config
+        if not config.alerts.enabled or not (config.alerts.webhooks or config.alerts.email):
+            return None
+        from adapter.ops.alerts.service import AlertService
+
+        try:
+            service = AlertService.from_config(config, self._app.sessions)
+        except Exception:  # checked by build(); a monitoring channel is never a reason to stop delivering
+            log.exception("alerts not started")
+            return None
+        thread = threading.Thread(target=self._alert_every, args=(service, config.alerts.evaluate_every_s),
+                                  name="alerts", daemon=True)
+        thread.start()
+        return thread
+
+    def _alert_every(self, service: object, every: float) -> None:
+        try:
+            while True:
+                try:
+                    service.evaluate_once()  # type: ignore[attr-defined]  # channel failures are logged inside
+                except Exception:  # the store did not answer: next time
+                    log.exception("alert evaluation failed; retrying in %.0f s", every)
+                if self._stop.wait(every):
+                    return
+        finally:
+            service.close()  # type: ignore[attr-defined]
 
     def _publish_replies(self, due: bool = False, final: bool = False) -> None:
         if final:

@@ -196,3 +196,21 @@ class FallbackRecord(Base):
     claimed_at: Mapped[dt.datetime | None]
     claim_reason: Mapped[str | None] = mapped_column(Text)
     reply_published_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+
+
+class AlertState(Base):
+    """What each alert channel was told about one alert condition (``adapter.ops.alerts``): kept
+    so that a restart neither repeats a start alert nor forgets to send the resolve. A row exists
+    while the condition is (or was last seen) active; ``notified_at`` is null until the start alert
+    reached the channel. The row goes when the resolve alert did."""
+
+    __tablename__ = "alert_states"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)  # e.g. circuit:tamin
+    channel: Mapped[str] = mapped_column(String(80), primary_key=True)  # e.g. email, webhook:<hash>
+    rule: Mapped[str] = mapped_column(String(32))
+    destination: Mapped[str | None] = mapped_column(String(32))
+    summary: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[dt.datetime]
+    notified_at: Mapped[dt.datetime | None]
+    notifications: Mapped[int] = mapped_column(Integer, default=0)
