@@ -1,7 +1,9 @@
-"""Reconcile accepted submissions with Tamin, one local day (data interval) per run.
+"""Reconcile accepted submissions with Tamin (and SEPAS), one local day (data interval) per run.
 
 plan_batches -> reconcile_batch (mapped, pool ``tamin_api``, retry policy: transient insurer
-errors retry, permanent ones fail at once) -> summarize. Logic: ``adapter.reconcile.reconcile``;
+errors retry, permanent ones fail at once) -> summarize; beside it reconcile_sepas (DITAS
+lookups of accepted SEPAS records, same retry policy; skipped when the Connection ``ditas``
+is not defined) -> summarize. Logic: ``adapter.reconcile.reconcile``;
 configuration: ``adapter.reconcile.dagkit`` and docs/airflow.md.
 """
 
@@ -58,7 +60,32 @@ def reconcile_submissions() -> None:
             log.warning("DISCREPANCY %s", json.dumps(item, sort_keys=True))
         return result
 
-    reconcile_batch.expand(submission_ids=plan_batches()) >> summarize()
+    @task(retry_policy=kit.INSURER_RETRY_POLICY)
+    def reconcile_sepas() -> dict[str, int]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from adapter.reconcile import sepas
+        from adapter.reconcile.common import store
+
+        endpoint = kit.ditas_endpoint()
+        if endpoint is None:
+            raise AirflowSkipException("SEPAS is not configured (no Connection 'ditas'): nothing to reconcile")
+        interval = kit.interval_of(get_current_context())
+        totals: dict[str, int] = {}
+        with store(kit.adapter_db_url()) as sessions, sepas.DitasLookupClient(endpoint) as client:
+            batches = sepas.plan(sessions, interval, kit.variable_int("adapter_reconcile_batch_size", 100))
+            log.info("%d SEPAS submission(s) accepted in %s .. %s", sum(map(len, batches)), interval.start,
+                     interval.end)
+            for batch in batches:
+                for key, value in sepas.reconcile_batch(sessions, client, batch, interval).items():
+                    totals[key] = totals.get(key, 0) + value
+            totals["insurer_calls"] = client.calls
+        log.info("SEPAS: %s", json.dumps(totals, sort_keys=True))
+        return totals
+
+    summary = summarize()
+    reconcile_batch.expand(submission_ids=plan_batches()) >> summary
+    reconcile_sepas() >> summary
 
 
 reconcile_submissions()

@@ -9,8 +9,13 @@ Configuration (nothing is hard-coded in a DAG):
   ``{"sqlalchemy_url": ...}`` wins over the URI parts.
 * Connection ``tamin`` (``AIRFLOW_CONN_TAMIN``): ``https://CLIENT_ID:CLIENT_SECRET@host:port``;
   extras ``token_path``, ``lookup_path``, ``claim_status_path``, ``timeout_s``, ``base_url``.
+* Connection ``ditas`` (``AIRFLOW_CONN_DITAS``, optional: without it the SEPAS part of
+  ``reconcile_submissions`` is skipped): ``https://CLIENT_ID:CLIENT_SECRET@host:port`` with
+  extras ``username``, ``password`` (the DITAS user), ``system_id``, ``pid``, and optionally
+  ``token_path``, ``lookup_path``, ``timeout_s``, ``base_url``.
 * Variables (all optional): ``adapter_reconcile_batch_size`` (100),
-  ``adapter_billing_lookback_days`` (30), ``adapter_report_dir`` ($AIRFLOW_HOME/reports).
+  ``adapter_billing_lookback_days`` (30), ``adapter_report_dir`` ($AIRFLOW_HOME/reports),
+  ``adapter_fallback_max_age_hours`` (72).
 * Environment read when the DAG file is parsed: ``ADAPTER_AIRFLOW_TIMEZONE``
   (``Asia/Tehran``: the days the intervals cover), ``ADAPTER_RECONCILE_DEADLINE`` (``07:00``:
   time of day after the interval by which reconciliation must be done),
@@ -24,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.sdk import (AsyncCallback, BaseHook, CronDataIntervalTimetable, DeadlineAlert, DeadlineReference,
@@ -33,8 +38,12 @@ from airflow.sdk import (AsyncCallback, BaseHook, CronDataIntervalTimetable, Dea
 from adapter.reconcile.common import Interval
 from adapter.reconcile.insurer import TaminEndpoint
 
+if TYPE_CHECKING:
+    from adapter.reconcile.sepas import DitasEndpoint
+
 DB_CONN_ID = "adapter_db"
 TAMIN_CONN_ID = "tamin"
+DITAS_CONN_ID = "ditas"
 POOL = "tamin_api"
 TIMEZONE = os.environ.get("ADAPTER_AIRFLOW_TIMEZONE", "Asia/Tehran")
 START_DATE = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
@@ -120,6 +129,30 @@ def tamin_endpoint() -> TaminEndpoint:
     base = extra.get("base_url") or f"{scheme}://{conn.host}{f':{conn.port}' if conn.port else ''}"
     paths = {k: extra[k] for k in ("token_path", "lookup_path", "claim_status_path") if extra.get(k)}
     return TaminEndpoint(base_url=base, client_id=conn.login or "", client_secret=conn.password or "",
+                         timeout_s=float(extra.get("timeout_s", 30)), **paths)
+
+
+def ditas_endpoint() -> "DitasEndpoint | None":
+    """The DITAS endpoint from the Connection ``ditas``; ``None`` when it is not defined (SEPAS
+    is not configured for this installation: the SEPAS reconciliation is skipped)."""
+    from adapter.reconcile.sepas import DitasEndpoint
+
+    try:
+        conn = BaseHook.get_connection(DITAS_CONN_ID)
+    except Exception as exc:  # AirflowNotFoundException (its module differs between the SDK and core)
+        if "not defined" in str(exc) or type(exc).__name__ == "AirflowNotFoundException":
+            return None
+        raise
+    extra = conn.extra_dejson
+    missing = [k for k in ("username", "password", "system_id", "pid") if not extra.get(k)]
+    if missing:
+        raise ValueError(f"connection ditas: extras {missing} are required")
+    scheme = "https" if (conn.conn_type or "").lower() == "https" else "http"
+    base = extra.get("base_url") or f"{scheme}://{conn.host}{f':{conn.port}' if conn.port else ''}"
+    paths = {k: extra[k] for k in ("token_path", "lookup_path") if extra.get(k)}
+    return DitasEndpoint(base_url=base, client_id=conn.login or "", client_secret=conn.password or "",
+                         username=str(extra["username"]), password=str(extra["password"]),
+                         system_id=str(extra["system_id"]), pid=str(extra["pid"]),
                          timeout_s=float(extra.get("timeout_s", 30)), **paths)
 
 

@@ -88,3 +88,33 @@ class BillingDeduction(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     found_interval_start: Mapped[dt.datetime]
     run_id: Mapped[str] = mapped_column(String(250))
+
+
+class FallbackReview(Base):
+    """What ``fallback_reconciliation`` made of one paper-fallback record (``fallback_records``,
+    owned by the adapter): ``linked`` (accepted electronically, possibly late), ``paper_claim``
+    (the electronic submission ended rejected/invalid/dead: claim on paper), ``flagged`` (older
+    than the configured age and still without an electronic acceptance: claim on paper) or
+    ``waiting`` (not accepted yet, not old enough). ``flagged_at`` is the data-interval end of
+    the run that flagged it (never "now"); a later acceptance turns the review into ``linked``."""
+
+    __tablename__ = "fallback_reviews"
+    __table_args__ = (
+        UniqueConstraint("fallback_no", name="uq_fallback_review_no"),
+        Index("ix_fallback_reviews_interval", "interval_start"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fallback_no: Mapped[str] = mapped_column(String(80))
+    fallback_id: Mapped[int] = mapped_column(Integer, index=True)
+    destination: Mapped[str] = mapped_column(String(32))
+    submission_id: Mapped[int | None] = mapped_column(Integer)
+    record_created_at: Mapped[dt.datetime]
+    verdict: Mapped[str] = mapped_column(String(16), index=True)  # linked | paper_claim | flagged | waiting
+    submission_state: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    flagged_at: Mapped[dt.datetime | None]
+    max_age_hours: Mapped[int] = mapped_column(Integer)
+    interval_start: Mapped[dt.datetime]
+    interval_end: Mapped[dt.datetime]
+    run_id: Mapped[str] = mapped_column(String(250))

@@ -6,9 +6,16 @@ Sections (column ``section``):
 * ``reconciliation`` -- verdicts of the interval's reconciliation run, per kind;
 * ``discrepancy`` -- one line per discrepancy (ids, kind; no patient data);
 * ``billing`` -- billing rows the interval's billing run wrote, per state, with amounts;
-* ``deduction`` -- one line per deduction first seen in the interval, with its reason.
+* ``deduction`` -- one line per deduction first seen in the interval, with its reason;
+* ``outage`` -- one line per outage that overlapped the interval (key ``circuit``/``manual``;
+  detail: start, end or ``open``, ``duration_s`` (whole outage, ``open`` while it lasts),
+  ``inside_s`` (seconds of it inside the interval), who, why). An open outage counts up to the interval end (no "now");
+* ``fallback`` -- paper-fallback records issued in the interval, per destination and state
+  (``issued``/``linked``/``paper_claim``);
+* ``fallback_review`` -- verdicts of the interval's ``fallback_reconciliation`` run
+  (``linked``/``paper_claim``/``flagged``/``waiting``).
 
-Outages join when their tables exist (issue 5). The file is
+The file is
 ``<report_dir>/adapter-report-<interval start date>.csv``, overwritten by a re-run (the
 same interval gives the same file as long as the store did not change).
 """
@@ -26,8 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from adapter.reconcile.billing import deductions_found
 from adapter.reconcile.common import Interval
-from adapter.reconcile.models import BillingStatus, ReconciliationResult
-from adapter.store.models import Submission
+from adapter.reconcile.models import BillingStatus, FallbackReview, ReconciliationResult
+from adapter.store.models import FallbackRecord, Outage, Submission
 
 COLUMNS = ("section", "destination", "key", "count", "amount", "detail")
 
@@ -62,10 +69,38 @@ def collect(sessions: sessionmaker[Session], interval: Interval) -> list[dict[st
             .order_by(BillingStatus.destination, BillingStatus.state)).all()
         rows += [_row("billing", dest, state, n, amount=int(paid), detail=f"deducted={int(ded)}")
                  for dest, state, n, paid, ded in billing]
+        rows += _outages(session, interval)
+        fallbacks = session.execute(
+            select(FallbackRecord.destination, FallbackRecord.state, func.count())
+            .where(FallbackRecord.created_at >= interval.start, FallbackRecord.created_at < interval.end)
+            .group_by(FallbackRecord.destination, FallbackRecord.state)
+            .order_by(FallbackRecord.destination, FallbackRecord.state)).all()
+        rows += [_row("fallback", dest, state, n) for dest, state, n in fallbacks]
+        reviews = session.execute(
+            select(FallbackReview.destination, FallbackReview.verdict, func.count())
+            .where(FallbackReview.interval_start == interval.start)
+            .group_by(FallbackReview.destination, FallbackReview.verdict)
+            .order_by(FallbackReview.destination, FallbackReview.verdict)).all()
+        rows += [_row("fallback_review", dest, verdict, n) for dest, verdict, n in reviews]
     for d in deductions_found(sessions, interval):
         rows.append(_row("deduction", d["destination"], d["reason_code"] or "-", 1, amount=d["amount"],
                          detail=f"head={d['head_id']} tracking={d['tracking_code']} bill={d['bill_id'] or '-'} "
                                 f"service={d['srv_code'] or '-'} reason={d['reason'] or '-'}"))
+    return rows
+
+
+def _outages(session: Session, interval: Interval) -> list[dict[str, Any]]:
+    """Outages overlapping the interval; seconds inside it (an open one up to the interval end)."""
+    found = session.scalars(select(Outage).where(
+        Outage.started_at < interval.end, (Outage.ended_at.is_(None)) | (Outage.ended_at > interval.start))
+        .order_by(Outage.started_at, Outage.id))
+    rows: list[dict[str, Any]] = []
+    for o in found:
+        inside = (min(o.ended_at or interval.end, interval.end) - max(o.started_at, interval.start)).total_seconds()
+        whole = f"{(o.ended_at - o.started_at).total_seconds():.0f}" if o.ended_at else "open"
+        detail = f"id={o.id} start={o.started_at.isoformat()} end={o.ended_at.isoformat() if o.ended_at else 'open'} " \
+                 f"duration_s={whole} inside_s={max(inside, 0):.0f} started_by={o.started_by} ended_by={o.ended_by or '-'} reason={o.reason}"
+        rows.append(_row("outage", o.destination, o.detected, 1, detail=detail))
     return rows
 
 

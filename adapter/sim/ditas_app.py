@@ -6,7 +6,8 @@
 * ``POST .../gwSepasHospital/<Op>Secure`` for the six messages: decrypts, validates again,
   registers, answers ``result.data`` = ResultVO.
 * ``POST .../gwSepasHospital/lookup``: ``{DocumentHash}`` -> the ResultVO of a record, or null.
-* ``/_sim/stats`` (with ``duplicates``), ``/_sim/reset``, ``/_sim/faults``, ``/_sim/records``,
+* ``/_sim/stats`` (with ``duplicates``), ``/_sim/reset``, ``/_sim/faults``, ``/_sim/records``
+  (``DELETE /_sim/records/<CompositionUID>``: SEPAS "lost" a record),
   ``/_sim/requests``, ``/_sim/public-key``.
 
 Every API call needs ``Authorization: bearer <token>`` and a ``pid`` header.
@@ -176,6 +177,13 @@ async def _records(request: Request) -> Response:
     return JSONResponse({"list": request.app.state.registry.records()})
 
 
+async def _forget_record(request: Request) -> Response:
+    uid = request.path_params["uid"]
+    if not request.app.state.registry.forget(uid):
+        return JSONResponse({"error": f"no record {uid}"}, status_code=404)
+    return JSONResponse({"deleted": uid})
+
+
 async def _requests(request: Request) -> Response:
     return JSONResponse({"list": request.app.state.registry.request_log()})
 
@@ -197,6 +205,7 @@ def _routes() -> list[Route]:
         Route("/_sim/reset", _reset, methods=["POST"]),
         Route("/_sim/faults", _faults, methods=["GET", "POST"]),
         Route("/_sim/records", _records, methods=["GET"]),
+        Route("/_sim/records/{uid:path}", _forget_record, methods=["DELETE"]),
         Route("/_sim/requests", _requests, methods=["GET"]),
         Route("/_sim/public-key", _public_key, methods=["GET"]),
     ]

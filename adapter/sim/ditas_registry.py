@@ -238,6 +238,15 @@ class DitasRegistry:
             record = self._state.records[uid]
             return _result(message_uid=record.message_uids[-1], composition_uid=uid, patient_uid=record.patient_uid)
 
+    def forget(self, composition_uid: str) -> bool:
+        """Drop a record (tests: a record SEPAS lost, for the reconciliation to find)."""
+        with self._lock:
+            record = self._state.records.pop(composition_uid, None)
+            if record is None:
+                return False
+            self._state.by_hash = {h: uid for h, uid in self._state.by_hash.items() if uid != composition_uid}
+            return True
+
     def records(self) -> list[dict[str, Any]]:
         with self._lock:
             return [vars(copy.deepcopy(r)) for r in self._state.records.values()]

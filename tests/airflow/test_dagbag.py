@@ -13,10 +13,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 EXPECTED = {
-    "reconcile_submissions": {"plan_batches": {"reconcile_batch"}, "reconcile_batch": {"summarize"}, "summarize": set()},
+    "reconcile_submissions": {"plan_batches": {"reconcile_batch"}, "reconcile_batch": {"summarize"},
+                              "reconcile_sepas": {"summarize"}, "summarize": set()},
     "billing_status": {"plan_claims": {"fetch_claim_status"}, "fetch_claim_status": {"report_deductions"},
                        "report_deductions": set()},
     "daily_report": {"write_report": set()},
+    "fallback_reconciliation": {"review_fallbacks": {"write_paper_claims"}, "write_paper_claims": set()},
 }
 
 
@@ -48,6 +50,8 @@ def test_insurer_tasks_are_pool_limited_with_the_retry_policy(dagbag: DagBag) ->
         policy = task.retry_policy
         assert policy.evaluate(InsurerTransient("HTTP 503"), 1, 5).action.value == "retry"
         assert policy.evaluate(InsurerPermanent("HTTP 403"), 1, 5).action.value == "fail"
+    sepas_task = dagbag.get_dag("reconcile_submissions").get_task("reconcile_sepas")
+    assert sepas_task.retry_policy.evaluate(InsurerTransient("HTTP 503"), 1, 5).action.value == "retry"
     for dag_id, task_id in (("reconcile_submissions", "plan_batches"), ("daily_report", "write_report")):
         assert dagbag.get_dag(dag_id).get_task(task_id).pool != "tamin_api"
 

@@ -168,6 +168,7 @@ class SepasDestination:
             saved.result["validation_warnings"] = [i.as_dict() for i in items]
         saved.request["validated"] = True
         saved.request["document_sha256"] = ready.context["document_hash"][:16]
+        _keep_lookup_keys(saved, ready)
         return saved
 
     def lookup(self, job: Job) -> Outcome:
@@ -175,8 +176,10 @@ class SepasDestination:
         if isinstance(ready, Outcome):
             return ready
         spec = spec_for(ready.context["message"])
-        return self._client.lookup(spec, ready.context["document_hash"], ready.context["location_id"],
-                                   ready.idempotency_key)
+        found = self._client.lookup(spec, ready.context["document_hash"], ready.context["location_id"],
+                                    ready.idempotency_key)
+        _keep_lookup_keys(found, ready)
+        return found
 
     def on_result(self, session: Session, job: Job, outcome: Outcome) -> None:
         """Keep the PatientUID per visit, so later messages of the visit carry it."""
@@ -189,6 +192,14 @@ class SepasDestination:
             facility_siam_id=str(facility), visit_id=str(visit_id), destination=self.name)
         row.detail = {**(row.detail or {}), "patient_uid": outcome.result["patient_uid"]}
         session.add(row)
+
+
+def _keep_lookup_keys(outcome: Outcome, job: Job) -> None:
+    """An accepted record keeps what a later reconciliation lookup needs (the full document
+    hash and the facility GUID): Airflow's ``reconcile_submissions`` asks DITAS with them."""
+    if outcome.klass is OutcomeClass.accepted:
+        outcome.result.update(document_hash=job.context["document_hash"], location_id=job.context["location_id"],
+                              message=job.context["message"])
 
 
 def _add_hid(tree: dict[str, Any], hid: str | None, issuer: str | None) -> None:
