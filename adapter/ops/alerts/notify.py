@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from adapter.config import AdapterConfig, EmailConfig, WebhookConfig, read_secret
+from adapter.config import AdapterConfig, ConfigError, EmailConfig, WebhookConfig, read_secret
 from adapter.ops.redact import redact_text, redact_tree
 
 STATUS = {"start": "firing", "renotify": "firing", "resolve": "resolved", "test": "test"}
@@ -145,22 +145,41 @@ class EmailNotifier:
 
 
 def build_notifiers(config: AdapterConfig, environ: dict[str, str] | None = None) -> list[Notifier]:
-    """The configured channels, their secrets read (``ConfigError`` naming the key when one is missing).
-    Nothing is contacted here."""
+    """The configured channels, their secrets read. Nothing is contacted here. Raises
+    ``ConfigError`` listing every secret that cannot be read, each with its key and fix."""
+    import os
+
+    from adapter.ops.redact import register_secret
+
     alerts, source = config.alerts, config.source_file
+    env = dict(os.environ) if environ is None else environ
     notifiers: list[Notifier] = []
+    problems: list[str] = []
     for index, hook in enumerate(alerts.webhooks):
-        headers = {name: read_secret(env, None, None, what=f"alerts.webhooks[{index}].headers_env.{name}",
-                                     source=source, environ=environ)
-                   for name, env in hook.headers_env.items()}
+        headers = {}
+        for name, variable in hook.headers_env.items():
+            value = env.get(variable)
+            if not value:
+                problems.append(f"{source}: alerts.webhooks[{index}].headers_env.{name}: environment variable "
+                                f"{variable} is not set -- fix: export {variable}=<header value>")
+                continue
+            register_secret(value)
+            headers[name] = value
         notifiers.append(WebhookNotifier(hook, headers))
     email = alerts.email
     if email is not None:
         password = None
         if email.username:
-            password = read_secret(email.password_env, email.password_file, None, what="alerts.email.password",
-                                   source=source, environ=environ)
+            try:
+                password = read_secret(email.password_env, email.password_file, None, what="alerts.email.password",
+                                       source=source, environ=env)
+            except ConfigError as exc:
+                problems += exc.lines
         notifiers.append(EmailNotifier(email, password))
+    if problems:
+        for notifier in notifiers:
+            notifier.close()
+        raise ConfigError(problems)
     return notifiers
 
 
