@@ -132,8 +132,9 @@ def test_reconcile_billing_and_report_end_to_end(dagbag: DagBag, world: dict[str
         "patient": neighbour["patient"], "docId": neighbour["docId"], "prescDate": neighbour["prescDate"],
         "prescTypeId": 1, "items": [{"srvCode": "10109520", "srvQty": 5}]})["head"]
 
-    # -- reconcile_submissions --
-    run_dag(dagbag, "reconcile_submissions")
+    # -- reconcile_submissions (no Connection ditas: the SEPAS part is skipped) --
+    run = run_dag(dagbag, "reconcile_submissions")
+    assert run.get_task_instance("reconcile_sepas").state == "skipped"
     after_recon = snapshot(world)
     with sessions(world)() as s:
         by_item = {r.item_key: r for r in s.scalars(select(ReconciliationResult))}
