@@ -5,7 +5,6 @@ restart neither re-alerts nor forgets the resolve."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -223,10 +222,9 @@ def test_rules_can_be_switched_off() -> None:
 
 # -- the ledger in the store: restarts ---------------------------------------------------------
 @pytest.fixture
-def sessions(tmp_path: Path) -> Any:
-    url = f"sqlite:///{tmp_path / 'alerts.db'}"
-    upgrade(url)
-    engine = make_engine(url)
+def sessions(db_url: str) -> Any:  # SQLite, and PostgreSQL when it is running
+    upgrade(db_url)
+    engine = make_engine(db_url)
     yield make_sessionmaker(engine)
     engine.dispose()
 
