@@ -1,0 +1,1 @@
+"""Fault-injection (chaos) tests: the real adapter under scripted and randomized faults."""
