@@ -187,6 +187,11 @@ class DispatchConfig(_Section):
     lease_s: float = Field(120, gt=0, description="a claimed submission is reclaimed after this many seconds")
     poll_interval_s: float = Field(0.2, gt=0, description="seconds between polls when nothing is due")
     wait_delay_s: float = Field(1.0, gt=0, description="re-check delay for a submission waiting on an earlier one")
+    ambiguous_grace_s: float = Field(
+        60.0, ge=0,
+        description="seconds to wait after a request that got no answer (or a send abandoned mid-flight) before "
+                    "looking it up at the destination: at least the insurer's longest processing time, so a request "
+                    "it is still applying is found instead of sent again")
 
 
 class FallbackConfig(_Section):

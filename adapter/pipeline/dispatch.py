@@ -54,8 +54,9 @@ _DUE = [s.value for s in DUE_STATES]
 _DEPENDENT_OPERATIONS = ("update", "cancel")  # need the create's ids: they wait for it, never the reverse
 
 
-def _claimable(now: dt.datetime, probe: bool = False) -> Any:
-    """Due (or abandoned mid-send), and no earlier open submission about the same record.
+def _claimable(now: dt.datetime, abandoned_before: dt.datetime, probe: bool = False) -> Any:
+    """Due (or abandoned mid-send, lease out before ``abandoned_before``), and no earlier open
+    submission about the same record.
 
     ``probe``: the destination's circuit is half-open -- waiting retries count as due now."""
     earlier = aliased(Submission)
@@ -66,7 +67,7 @@ def _claimable(now: dt.datetime, probe: bool = False) -> Any:
         or_(earlier.subject_key == Submission.subject_key, earlier.subject_key == Submission.after_key),
         ~waits_for_this)
     waiting = Submission.state.in_(_DUE) if probe else and_(Submission.state.in_(_DUE), Submission.next_attempt_at <= now)
-    due = or_(waiting, and_(Submission.state == State.sending.value, Submission.lease_until < now))
+    due = or_(waiting, and_(Submission.state == State.sending.value, Submission.lease_until < abandoned_before))
     return and_(due, ~blocked)
 
 
@@ -115,12 +116,15 @@ class Dispatcher:
         now = self._clock()
         mine = Submission.destination == destination if destination is not None else Submission.id.is_not(None)
         with self._sessions() as session:
-            if session.scalar(select(Submission.id).where(_claimable(now, probe), mine).limit(1)) is not None:
+            if session.scalar(select(Submission.id).where(_claimable(now, self._abandoned_before(now), probe), mine)
+                              .limit(1)) is not None:
                 return 0.0
             upcoming = session.scalar(select(Submission.next_attempt_at).where(
                 Submission.state.in_(_DUE), mine).order_by(Submission.next_attempt_at).limit(1))
             leased = session.scalar(select(Submission.lease_until).where(
                 Submission.state == State.sending.value, mine).order_by(Submission.lease_until).limit(1))
+        if leased is not None:
+            leased += self._grace
         candidates = [t for t in (upcoming, leased) if t is not None]
         return max(0.0, (min(candidates) - now).total_seconds()) if candidates else None
 
@@ -144,7 +148,7 @@ class Dispatcher:
         now = self._clock()
         lease_until = now + dt.timedelta(seconds=self._config.lease_s)
         with self._sessions() as session:
-            query = select(Submission.id, Submission.state).where(_claimable(now, probe)) \
+            query = select(Submission.id, Submission.state).where(_claimable(now, self._abandoned_before(now), probe)) \
                 .where(Submission.destination.in_(destinations)) \
                 .order_by(Submission.next_attempt_at, Submission.id).limit(limit)
             if session.bind is not None and session.bind.dialect.name == "postgresql":
@@ -158,7 +162,7 @@ class Dispatcher:
     def _claim_one(self, session: Session, sid: int, seen_state: str, now: dt.datetime,
                    lease_until: dt.datetime, probe: bool = False) -> Job | None:
         abandoned = seen_state == State.sending.value
-        guard = Submission.lease_until < now if abandoned else (
+        guard = Submission.lease_until < self._abandoned_before(now) if abandoned else (
             Submission.next_attempt_at.is_not(None) if probe else Submission.next_attempt_at <= now)
         claimed = session.execute(
             update(Submission).where(Submission.id == sid, Submission.state == seen_state, guard)
@@ -180,6 +184,14 @@ class Dispatcher:
                    params=row.params or {}, payload=row.payload, principal=row.principal or "",
                    idempotency_key=row.idempotency_key, ambiguous=row.ambiguous, subject_key=row.subject_key,
                    after_key=row.after_key, attempts=row.attempts, deadline=self._send_deadline())
+
+    @property
+    def _grace(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self._config.ambiguous_grace_s)
+
+    def _abandoned_before(self, now: dt.datetime) -> dt.datetime:
+        """A send abandoned mid-flight is looked up only after the grace: the insurer may still be applying it."""
+        return now - self._grace
 
     def _send_deadline(self) -> float:
         """The lease less a margin for recording the outcome."""
@@ -268,9 +280,13 @@ class Dispatcher:
                        last_error_class=outcome.klass.value, ambiguous=ambiguous, next_attempt_at=None, **done)
             settle_fallback(session, row.id, accepted=False, why=f"dead: {message}; {decision.why}", now=now)
         else:
-            transition(session, row, State.retry_wait, actor=ACTOR, reason=f"{message}; {decision.why}",
+            next_at, why = decision.next_attempt_at, decision.why
+            if outcome.klass is OutcomeClass.ambiguous and next_at is not None and next_at < now + self._grace:
+                # the insurer may still be applying the unanswered request: look it up only after the grace
+                next_at, why = now + self._grace, f"look up in {self._config.ambiguous_grace_s:.0f}s (no answer came)"
+            transition(session, row, State.retry_wait, actor=ACTOR, reason=f"{message}; {why}",
                        last_error=message, last_error_class=outcome.klass.value, ambiguous=ambiguous,
-                       next_attempt_at=decision.next_attempt_at, **done)
+                       next_attempt_at=next_at, **done)
 
 
 def _audit(row: Submission, from_state: str, to_state: str, reason: str) -> StateChange:

@@ -101,6 +101,7 @@ class Runner:
         self._replies_due = False
         self.stats = RunStats()
         self._failures: dict[str, int] = {}  # body digest -> intake failures (poison detection)
+        self._consuming = False  # the current broker session got as far as consuming
         self.liveness = Liveness()
         self.status_server: object | None = None  # the status service while run() runs (None when off)
         self._depth_checked = 0.0
@@ -238,14 +239,18 @@ class Runner:
 
     # -- consume ---------------------------------------------------------------------------
     def _consume_forever(self) -> None:
+        """Reconnect with backoff, never give up; the backoff starts again from 1 s after every
+        session that got as far as consuming, so the tenth broker restart is met as fast as the first."""
         backoff = 1.0
         while not self._stop.is_set():
+            self._consuming = False
             try:
                 self._consume_session()
-                backoff = 1.0
-            except Exception as exc:  # broker gone: reconnect with backoff, never give up
+            except Exception as exc:
                 self.liveness.attached(False)
                 self._broker_drained.clear()
+                if self._consuming:
+                    backoff = 1.0
                 log.warning("broker connection lost (%s); reconnecting in %.0fs", type(exc).__name__, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -258,6 +263,7 @@ class Runner:
             channel = connection.channel()
             with Consumer(channel, [event_queue(broker)], on_message=self._on_message, prefetch_count=broker.prefetch):
                 self.liveness.attached(True)
+                self._consuming = True
                 self._publish_replies(due=True)  # anything a crash left unpublished
                 while not self._stop.is_set():
                     self.liveness.beat("consumer")

@@ -74,7 +74,7 @@ def make_app(tmp_path: Path, db_url: str, sim: SimServer, **tamin: Any) -> App:
     config["destinations"]["tamin"]["base_url"] = sim.base_url
     config["destinations"]["tamin"]["retry"].update(base_delay_s=0.05, max_delay_s=0.2, jitter=0)
     config["destinations"]["tamin"].update({"circuit": CIRCUIT, "max_rps": None, **tamin})
-    config["dispatch"] = {"workers": 4, "lease_s": 30, "poll_interval_s": 0.05}
+    config["dispatch"] = {"workers": 4, "lease_s": 30, "poll_interval_s": 0.05, "ambiguous_grace_s": 0.5}
     config["secrets"] = {"token_key_file": str(tmp_path / "token.key")}
     path = tmp_path / "adapter.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -89,6 +89,7 @@ def adapter_config(db_url: str, sim_url: str, tmp_path: Path, **overrides: Any) 
         "ADAPTER__MAPPINGS_ROOT": str(REPO / "mappings"),
         "ADAPTER__DISPATCH__WAIT_DELAY_S": "0.05",
         "ADAPTER__DISPATCH__LEASE_S": "5",
+        "ADAPTER__DISPATCH__AMBIGUOUS_GRACE_S": "0.2",
         "ADAPTER__DESTINATIONS__TAMIN__READ_TIMEOUT_S": "10",
         "ADAPTER__DESTINATIONS__TAMIN__RETRY__BASE_DELAY_S": "0.02",
         "ADAPTER__DESTINATIONS__TAMIN__RETRY__MAX_DELAY_S": "2",

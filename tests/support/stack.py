@@ -59,7 +59,7 @@ class Stack:
         config["mappings_root"] = str(REPO / "mappings")
         config["destinations"]["tamin"]["base_url"] = self.sim.base_url
         config["destinations"]["tamin"]["retry"].update(base_delay_s=0.2, max_delay_s=2)
-        config["dispatch"] = {"workers": 8, "lease_s": 2, "poll_interval_s": 0.05, **dispatch}
+        config["dispatch"] = {"workers": 8, "lease_s": 2, "poll_interval_s": 0.05, "ambiguous_grace_s": 0.5, **dispatch}
         config["secrets"] = {"token_key_file": str(self.workdir / "token.key")}
         config["logging"] = {"level": "INFO", "format": "json"}
         self.config_path.write_text(yaml.safe_dump(config))
