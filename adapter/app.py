@@ -25,6 +25,7 @@ from adapter.mapping import MappingError, MappingSet, load_mappings
 from adapter.outage.control import OutageControl, settings_from_config
 from adapter.pipeline.dispatch import Dispatcher
 from adapter.pipeline.intake import FallbackPolicy, Intake
+from adapter.store import at_rest
 from adapter.store.db import make_engine, make_sessionmaker, upgrade
 from adapter.store.refresh_tokens import DbRefreshTokenStore
 
@@ -49,6 +50,7 @@ class App:
 
 def open_store(config: AdapterConfig) -> tuple[Engine, sessionmaker[Session]]:
     """Engine + sessions, with the schema migrated to the newest version."""
+    at_rest.use_key_env(config.secrets.payload_key_env)
     upgrade(config.database.url)
     engine = make_engine(config.database.url)
     return engine, make_sessionmaker(engine)

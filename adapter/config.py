@@ -208,6 +208,9 @@ class SecretsConfig(_Section):
     patient_ref_key_env: str = Field(
         "ADAPTER_PATIENT_KEY", description="environment variable with the HMAC key that pseudonymises patient ids"
     )
+    payload_key_env: str = Field(
+        "ADAPTER_PAYLOAD_KEY",
+        description="environment variable with a Fernet key; when set, event bodies and payloads are encrypted at rest")
 
 
 class LoggingConfig(_Section):

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from adapter.store.at_rest import EncryptedJSON, EncryptedText
 from adapter.store.types import UTCDateTime, utcnow
 
 
@@ -32,7 +33,7 @@ class InboxEvent(Base):
     patient_ref: Mapped[str | None] = mapped_column(String(64), index=True)
     occurred_at: Mapped[dt.datetime | None]
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    body: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(EncryptedText)
     problems: Mapped[list[Any] | None]
     duplicate_receipts: Mapped[int] = mapped_column(Integer, default=0)
     pruned_at: Mapped[dt.datetime | None]  # body replaced by a marker (adapter prune, retention.payload_days)
@@ -68,8 +69,8 @@ class Submission(Base):
     ambiguous: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_class: Mapped[str | None] = mapped_column(String(16))
-    params: Mapped[dict[str, Any] | None]
-    payload: Mapped[Any | None] = mapped_column(JSON)
+    params: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON)
+    payload: Mapped[Any | None] = mapped_column(EncryptedJSON)
     result: Mapped[dict[str, Any] | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
