@@ -115,7 +115,8 @@ class TaminStatusClient:
         raise AssertionError("unreachable")
 
 
-def _read(path: str, answer: httpx.Response) -> dict[str, Any]:
+def read_json(path: str, answer: httpx.Response) -> Any:
+    """An insurer's answer as JSON, or the retry class its status or body calls for."""
     status = answer.status_code
     if status in TRANSIENT_STATUS or status >= 500:
         raise InsurerTransient(f"{path}: HTTP {status}", retry_after_seconds(answer.headers.get("Retry-After")))
@@ -124,9 +125,13 @@ def _read(path: str, answer: httpx.Response) -> dict[str, Any]:
     if "json" not in answer.headers.get("content-type", ""):
         raise InsurerTransient(f"{path}: HTTP {status} without JSON (a gateway page?)")
     try:
-        parsed = answer.json()
+        return answer.json()
     except ValueError:
         raise InsurerTransient(f"{path}: unreadable JSON") from None
+
+
+def _read(path: str, answer: httpx.Response) -> dict[str, Any]:
+    parsed = read_json(path, answer)
     data = parsed.get("data") if isinstance(parsed, dict) else None
     if not isinstance(data, dict):
         raise InsurerPermanent(f"{path}: answer without a data object")

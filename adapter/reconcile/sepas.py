@@ -29,12 +29,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapter.destinations.auth import TokenCache, TokenError
-from adapter.destinations.classify import TRANSIENT_STATUS, retry_after_seconds
 from adapter.destinations.outcome import OutcomeClass
 from adapter.destinations.sepas.client import PasswordGrantProvider
 from adapter.destinations.sepas.messages import MessageProblem, spec_for
 from adapter.reconcile.common import Interval, accepted_in, chunks, move, upsert
-from adapter.reconcile.insurer import InsurerPermanent, InsurerTransient
+from adapter.reconcile.insurer import InsurerPermanent, InsurerTransient, read_json
 from adapter.reconcile.models import ReconciliationResult
 from adapter.store.models import Submission
 
@@ -105,17 +104,7 @@ class DitasLookupClient:
                 if try_number == 1:
                     continue
                 raise InsurerPermanent(f"{path}: HTTP 401 even with a fresh token: check the DITAS user and client")
-            status = answer.status_code
-            if status in TRANSIENT_STATUS or status >= 500:
-                raise InsurerTransient(f"{path}: HTTP {status}", retry_after_seconds(answer.headers.get("Retry-After")))
-            if status >= 400:
-                raise InsurerPermanent(f"{path}: HTTP {status}")
-            if "json" not in answer.headers.get("content-type", ""):
-                raise InsurerTransient(f"{path}: HTTP {status} without JSON (a gateway page?)")
-            try:
-                parsed = answer.json()
-            except ValueError:
-                raise InsurerTransient(f"{path}: unreadable JSON") from None
+            parsed = read_json(path, answer)
             result = parsed.get("result") if isinstance(parsed, dict) else None
             if not isinstance(result, dict):
                 raise InsurerPermanent(f"{path}: answer without a result object")
