@@ -133,39 +133,30 @@ def prune(sessions: sessionmaker[Session], retention: RetentionConfig, *, now: d
             report.attempt_bodies += bodies.rowcount
             session.commit()
     marker = json.dumps({"pruned_at": now.isoformat()})
-    while not stopped():  # event bodies
-        with sessions() as session:
-            ids = _ids(session, event_bodies.order_by(InboxEvent.event_id), batch)
-            if not ids:
-                break
-            done = session.execute(
-                update(InboxEvent).where(InboxEvent.event_id.in_(ids), _event_done_before(payload_cut),
-                                         InboxEvent.pruned_at.is_(None))
-                .values(body=marker, pruned_at=now).execution_options(synchronize_session=False))
-            report.event_bodies += done.rowcount
-            session.commit()
-            if done.rowcount == 0:
-                break
-    while not stopped():  # attempt rows
-        with sessions() as session:
-            ids = _ids(session, audit_attempts.order_by(Attempt.id), batch)
-            if not ids:
-                break
-            done = session.execute(delete(Attempt).where(Attempt.id.in_(ids), Attempt.submission_id.in_(old_subs))
-                                   .execution_options(synchronize_session=False))
-            report.attempts_deleted += done.rowcount
-            session.commit()
-            if done.rowcount == 0:
-                break
-    while not stopped():  # state changes
-        with sessions() as session:
-            ids = _ids(session, audit_changes.order_by(StateChange.id), batch)
-            if not ids:
-                break
-            done = session.execute(delete(StateChange).where(StateChange.id.in_(ids), audit_changes.whereclause)
-                                   .execution_options(synchronize_session=False))
-            report.state_changes_deleted += done.rowcount
-            session.commit()
-            if done.rowcount == 0:
-                break
+    report.event_bodies += _in_batches(sessions, event_bodies.order_by(InboxEvent.event_id), batch, stopped, lambda ids: (
+        update(InboxEvent).where(InboxEvent.event_id.in_(ids), _event_done_before(payload_cut),
+                                 InboxEvent.pruned_at.is_(None)).values(body=marker, pruned_at=now)))
+    report.attempts_deleted += _in_batches(sessions, audit_attempts.order_by(Attempt.id), batch, stopped, lambda ids: (
+        delete(Attempt).where(Attempt.id.in_(ids), Attempt.submission_id.in_(old_subs))))
+    report.state_changes_deleted += _in_batches(sessions, audit_changes.order_by(StateChange.id), batch, stopped,
+                                                lambda ids: delete(StateChange).where(StateChange.id.in_(ids),
+                                                                                      audit_changes.whereclause))
     return report
+
+
+def _in_batches(sessions: sessionmaker[Session], ids_query: Any, batch: int, stopped: Callable[[], bool],
+                statement_for: Callable[[list[Any]], Any]) -> int:
+    """Run ``statement_for(ids)`` over ``ids_query`` one batch per transaction (the statement re-checks
+    its own conditions); the rows it changed. Stops when asked, or when a batch changes nothing."""
+    total = 0
+    while not stopped():
+        with sessions() as session:
+            ids = _ids(session, ids_query, batch)
+            if not ids:
+                break
+            done = session.execute(statement_for(ids).execution_options(synchronize_session=False))
+            total += done.rowcount
+            session.commit()
+            if done.rowcount == 0:
+                break
+    return total
