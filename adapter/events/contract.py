@@ -134,12 +134,23 @@ class Patient(_Model):
         return self
 
 
-class Prescriber(_Model):
+MedicalCouncilNo = Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^[0-9]{1,10}[*]?$|^[0-9]{1,10}ات$")]
+
+
+class Provider(_Model):
+    """A clinician who provides a service (pharmacist, lab physician, radiologist, technician)."""
+
     first_name: Text
     last_name: Text
-    medical_council_no: Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^[0-9]{1,10}[*]?$|^[0-9]{1,10}ات$")]
+    medical_council_no: MedicalCouncilNo
     national_code: NationalCode
     specialty: Text | None = None
+    mobile: Mobile | None = None
+
+
+class Prescriber(Provider):
+    """Seed 002 s.7: the prescriber's contact is mandatory."""
+
     mobile: Mobile
 
 
@@ -266,6 +277,110 @@ class BillClosed(_Model):
     facility_name: Text | None = None
 
 
+# -- provider side (seed 002 s.9): dispensing, paraclinic and lab results. ---------------------
+# A provider acts on a Tamin prescription: one this adapter registered for the same HIS (its
+# ``prescription_id``) or one whose tracking code the patient brought from elsewhere.
+
+Icd10 = Annotated[str, Field(pattern=r"^[A-Z][0-9]{2}(\.[0-9]{1,4})?$")]
+TtacCode = Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^[0-9]{16}$")]
+IrcCode = Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^[0-9]{16}$")]
+
+
+class PrescriptionRef(_Model):
+    """Which Tamin prescription is served: the HIS's own (sent by this adapter) or a tracking code."""
+
+    prescription_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    tracking_code: Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^[0-9A-Za-z]{4,20}$")] | None = None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> "PrescriptionRef":
+        if self.prescription_id is None and self.tracking_code is None:
+            raise ValueError("give prescription_id (a prescription this HIS sent) or tracking_code (from the patient)")
+        return self
+
+
+class DispensedItem(_Model):
+    """One delivered drug: the HIS code (tables translate it), IRC product code, TTAC authenticity codes."""
+
+    code: Code
+    quantity: Annotated[int, Strict(), Field(gt=0, le=10_000)]
+    irc: IrcCode  # Iran Registration Code of the delivered product (SEPAS DispensedPrescription ProductCode)
+    ttac_codes: Annotated[list[TtacCode], Field(min_length=1, max_length=100)]  # one per package scanned
+    unit_price: Rial | None = None
+
+
+class DispenseCompleted(_Model):
+    dispense_id: Annotated[str, Field(min_length=1, max_length=64)]
+    prescription: PrescriptionRef
+    visit_id: Annotated[str, Field(max_length=64)] | None = None
+    dispensed_at: AwareDateTime
+    patient: Patient
+    pharmacist: Provider
+    prescriber: Prescriber | None = None  # who wrote it, when the HIS knows
+    items: Annotated[list[DispensedItem], Field(min_length=1, max_length=100)]
+    total_charge: Rial | None = None
+    insurer_share: Rial | None = None
+    patient_share: Rial | None = None
+
+
+class ParaclinicCategory(str, Enum):
+    lab = "lab"
+    imaging = "imaging"
+
+
+class ParaclinicService(_Model):
+    code: Code  # HIS service code (tables translate to Tamin, LOINC, RVU3)
+    quantity: Annotated[int, Strict(), Field(gt=0, le=1000)] = 1
+    note: Annotated[str, Field(max_length=500)] | None = None
+
+
+class _ParaclinicBody(_Model):
+    order_id: Annotated[str, Field(min_length=1, max_length=64)]  # the lab / imaging unit's order
+    category: ParaclinicCategory
+    prescription: PrescriptionRef
+    visit_id: Annotated[str, Field(max_length=64)] | None = None
+    patient: Patient
+    services: Annotated[list[ParaclinicService], Field(min_length=1, max_length=100)]
+    diagnoses: Annotated[list[Icd10], Field(max_length=20)] = []
+
+
+class ParaclinicRequested(_ParaclinicBody):
+    """The lab or imaging unit accepted an order for a Tamin prescription (Tamin: register the request)."""
+
+    requested_at: AwareDateTime
+    ordering: Prescriber  # the physician who ordered
+
+
+class ParaclinicCompleted(_ParaclinicBody):
+    """The services were performed (Tamin: confirm the registered request)."""
+
+    completed_at: AwareDateTime
+    performer: Provider  # technician, lab physician or radiologist
+    report: Annotated[str, Field(max_length=4000)] | None = None  # imaging report / lab comment
+
+
+class LabObservation(_Model):
+    code: Code  # HIS test code (the sepas tables translate it to LOINC)
+    value: Annotated[str, Field(min_length=1, max_length=200)]
+    unit: Annotated[str, Field(max_length=40)] | None = None
+    reference_range: Annotated[str, Field(max_length=100)] | None = None
+    interpretation: Literal["normal", "low", "high", "abnormal", "critical"] | None = None
+    observed_at: AwareDateTime | None = None
+
+
+class LabResultReported(_Model):
+    result_id: Annotated[str, Field(min_length=1, max_length=64)]
+    order_id: Annotated[str, Field(min_length=1, max_length=64)]
+    visit_id: Annotated[str, Field(max_length=64)] | None = None
+    reported_at: AwareDateTime
+    specimen_collected_at: AwareDateTime | None = None
+    patient: Patient
+    reporter: Provider  # the lab physician who signs the result
+    ordering: Prescriber | None = None
+    observations: Annotated[list[LabObservation], Field(min_length=1, max_length=200)]
+    diagnoses: Annotated[list[Icd10], Field(max_length=20)] = []
+
+
 class _Envelope(_Model):
     event_id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
     schema_version: Literal["1"]
@@ -300,9 +415,30 @@ class BillClosedEvent(_Envelope):
     payload: BillClosed
 
 
+class DispenseCompletedEvent(_Envelope):
+    event_type: Literal["dispense.completed"]
+    payload: DispenseCompleted
+
+
+class ParaclinicRequestedEvent(_Envelope):
+    event_type: Literal["paraclinic.requested"]
+    payload: ParaclinicRequested
+
+
+class ParaclinicCompletedEvent(_Envelope):
+    event_type: Literal["paraclinic.completed"]
+    payload: ParaclinicCompleted
+
+
+class LabResultEvent(_Envelope):
+    event_type: Literal["lab.result"]
+    payload: LabResultReported
+
+
 Event = Annotated[
     Union[VisitAdmittedEvent, PrescriptionCreatedEvent, PrescriptionUpdatedEvent, PrescriptionCancelledEvent,
-          BillClosedEvent],
+          BillClosedEvent, DispenseCompletedEvent, ParaclinicRequestedEvent, ParaclinicCompletedEvent,
+          LabResultEvent],
     Field(discriminator="event_type"),
 ]
 
@@ -312,6 +448,10 @@ EVENT_TYPES: tuple[str, ...] = (
     "prescription.updated",
     "prescription.cancelled",
     "bill.closed",
+    "dispense.completed",
+    "paraclinic.requested",
+    "paraclinic.completed",
+    "lab.result",
 )
 
 

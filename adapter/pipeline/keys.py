@@ -17,7 +17,21 @@ def subject_key(event: dict[str, Any]) -> str | None:
         return f"visit:{facility}:{payload['visit_id']}"
     if event["event_type"] == "bill.closed":  # a corrected bill updates the same SEPAS record
         return f"bill:{facility}:{payload['visit_id']}"
+    if event["event_type"] == "dispense.completed":
+        return f"dispense:{facility}:{payload['dispense_id']}"
+    if event["event_type"].startswith("paraclinic."):  # requested, then completed: one order, in that order
+        return f"para:{facility}:{payload['order_id']}"
+    if event["event_type"] == "lab.result":  # a corrected result updates the same SEPAS record
+        return f"lab:{facility}:{payload['result_id']}"
     return None
+
+
+def served_prescription_key(event: dict[str, Any]) -> str | None:
+    """The HIS prescription a provider-side event serves, when it is one this adapter sent
+    (the subject key of its ``prescription.*`` events); None for a tracking code from elsewhere."""
+    reference = event["payload"].get("prescription") or {}
+    prescription_id = reference.get("prescription_id") if isinstance(reference, dict) else None
+    return f"rx:{event['facility_siam_id']}:{prescription_id}" if prescription_id else None
 
 
 def after_key(event: dict[str, Any]) -> str | None:
