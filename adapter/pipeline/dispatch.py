@@ -51,7 +51,8 @@ _OPEN = [s.value for s in OPEN_STATES]
 _DUE = [s.value for s in DUE_STATES]
 
 
-_DEPENDENT_OPERATIONS = ("update", "cancel")  # need the create's ids: they wait for it, never the reverse
+# need the create's ids (a paraclinic confirm: its registration's): they wait for it, never the reverse
+_DEPENDENT_OPERATIONS = ("update", "cancel", "confirm")
 
 
 def _claimable(now: dt.datetime, abandoned_before: dt.datetime, probe: bool = False) -> Any:
