@@ -1,8 +1,10 @@
-"""``adapter demo``: the whole path on the embedded defaults, with the bundled simulator.
+"""``adapter demo``: the whole path on the embedded defaults, with the bundled simulators.
 
-It starts the Tamin simulator on a free local port, publishes the bundled sample events to
-the embedded SQLite queue, runs the adapter until nothing is queued or due, and returns
-the summary (per destination and state, plus the simulator's own duplicate count).
+It starts the Tamin and the DITAS/SEPAS simulators on free local ports, publishes the
+bundled sample events (prescribing, and the hospital's own pharmacy, lab, imaging and
+billing) to the embedded SQLite queue, runs the adapter until nothing is queued or due,
+and returns the summary (per destination and state, plus each simulator's own duplicate
+count).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from adapter.broker.connection import publish_bodies
 from adapter.config import AdapterConfig, load_config
 from adapter.pipeline.runner import Runner, RunStats
 from adapter.samples.generate import SampleSet, generate
+from adapter.sim.ditas_app import create_ditas_app
+from adapter.sim.ditas_registry import DitasSimSettings
 from adapter.sim.server import SimServer
 from adapter.sim.settings import TaminSimSettings
 from adapter.sim.tamin_app import create_tamin_app
@@ -29,14 +33,32 @@ from adapter.store.states import OPEN_STATES
 from adapter.ops.status import status_report, summary_counts
 
 
-def demo_config(base: Path, workdir: Path, sim_url: str) -> AdapterConfig:
+def demo_config(base: Path, workdir: Path, sim_url: str, ditas: SimServer | None = None) -> AdapterConfig:
     overrides = {
         "ADAPTER__DATABASE__URL": f"sqlite:///{workdir}/adapter.db",
         "ADAPTER__BROKER__URL": f"sqlite-queue:///{workdir}/queue.db",
         "ADAPTER__DESTINATIONS__TAMIN__BASE_URL": sim_url,
         "ADAPTER__SECRETS__TOKEN_KEY_FILE": f"{workdir}/token.key",
     }
+    if ditas is not None:
+        overrides.update(sepas_overrides(ditas, workdir))
     return load_config(base, overrides)
+
+
+def sepas_overrides(ditas: SimServer, workdir: Path) -> dict[str, str]:
+    """SEPAS on, against the DITAS simulator: its credentials, and the public half of its key."""
+    key_file = workdir / "moh-public.pem"
+    key_file.write_bytes(ditas.app.state.registry.public_key_pem)
+    settings = DitasSimSettings()
+    values = {
+        "ENABLED": "true", "BASE_URL": ditas.base_url, "AUTH__CLIENT_ID": settings.client_id,
+        "AUTH__CLIENT_SECRET": settings.client_secret, "AUTH__USERNAME": settings.username,
+        "AUTH__PASSWORD": settings.password, "PIDS__DEFAULT": "demo-package-id",
+        "SYSTEM_ID": "4e794d6f-45a2-1186-817c-5e34e3fcf8ac",
+        "DEFAULT_LOCATION_ID": "859773e8-5d81-46c6-9df1-5fb551b00495", "PUBLIC_KEY_FILE": str(key_file),
+        "MAX_RPS": "null",
+    }
+    return {f"ADAPTER__DESTINATIONS__SEPAS__{key}": value for key, value in values.items()}
 
 
 def settled_events(app_sessions: Any) -> int:
@@ -53,10 +75,10 @@ def run_demo(config_path: Path, workdir: Path, patients: int,
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    samples: SampleSet = generate(dt.datetime.now(dt.timezone.utc), patients=patients)
+    samples: SampleSet = generate(dt.datetime.now(dt.timezone.utc), patients=patients, provider_side=True)
     sim_settings = TaminSimSettings(unknown_patients=samples.unknown_patients, expired_patients=samples.expired_patients)
-    with SimServer(create_tamin_app(sim_settings)) as sim:
-        config = demo_config(config_path, workdir, sim.base_url)
+    with SimServer(create_tamin_app(sim_settings)) as sim, SimServer(create_ditas_app()) as ditas:
+        config = demo_config(config_path, workdir, sim.base_url, ditas)
         published = publish_bodies(config.broker, samples.lines)
         app = build(config)
         try:
@@ -70,16 +92,19 @@ def run_demo(config_path: Path, workdir: Path, patients: int,
         finally:
             app.close()
         sim_stats = httpx.get(sim.base_url + "/_sim/stats", timeout=10).json()
+        ditas_stats = httpx.get(ditas.base_url + "/_sim/stats", timeout=10).json()
     counts = summary_counts(report)
     return {
         "events": samples.distinct_events,
         "published_messages": published,
         **counts,
-        "duplicates_at_destination": sim_stats.get("duplicates", 0),
+        "duplicates_at_destination": sim_stats.get("duplicates", 0) + ditas_stats.get("duplicates", 0),
         "duplicate_receipts": report["events"].get("duplicate_receipts", 0),
         "by_destination": report["destinations"],
         "event_status": {k: v for k, v in report["events"].items() if k not in ("duplicate_receipts", "total")},
         "simulator": {k: sim_stats.get(k) for k in ("prescriptions", "received_submissions", "tokens_issued", "rejections")},
+        "ditas_simulator": {k: ditas_stats.get(k) for k in ("validations", "validation_failures", "saves", "duplicates",
+                                                            "rejections")},
         "store": config.database.url,
         "complete": counts["pending"] == 0 and report["events"]["total"] == samples.distinct_events,
     }

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from adapter.events.identity import national_code_check_digit
+from adapter.samples import provider
 
 TEHRAN = ZoneInfo("Asia/Tehran")
 FACILITY = "1234567"
@@ -90,8 +91,11 @@ class _Builder:
                 "sex": rng.choice(["male", "female"]), "mobile": f"0912{rng.randrange(10**7):07d}"}
 
 
-def generate(now: dt.datetime, patients: int = 90, seed: int = 1401) -> SampleSet:
-    """About ``2.4 * patients`` good events plus a handful of bad ones."""
+def generate(now: dt.datetime, patients: int = 90, seed: int = 1401, provider_side: bool = False) -> SampleSet:
+    """About ``2.4 * patients`` good events plus a handful of bad ones.
+
+    ``provider_side`` adds what the hospital's pharmacy, lab and imaging units and its billing
+    send afterwards (dispense, paraclinic orders and results, bills): about 1.2 more per patient."""
     b = _Builder(now, seed)
     out = SampleSet(lines=[])
     total = patients * 3
@@ -110,14 +114,22 @@ def generate(now: dt.datetime, patients: int = 90, seed: int = 1401) -> SampleSe
                    "prescribed_at": b.at(3 * i + 1, total).isoformat(), "patient": patient, "prescriber": doctor,
                    "comments": "", "items": _items(b.rng, kind)}
         b.events.append(_envelope(f"evt-{i:04d}-rx", "prescription.created", b.at(3 * i + 1, total), visit_id, created))
+        final = created
         if kind in ("drug", "paraclinic") and i % 4 == 0:
+            final = {**created, "items": _items(b.rng, kind)}
             b.events.append(_envelope(f"evt-{i:04d}-rx-edit", "prescription.updated", b.at(3 * i + 2, total), visit_id,
-                                      {**created, "items": _items(b.rng, kind)}))
+                                      final))
         elif i % 6 == 5:
             b.events.append(_envelope(f"evt-{i:04d}-rx-cancel", "prescription.cancelled", b.at(3 * i + 2, total),
                                       visit_id, {"prescription_id": rx_id, "kind": kind,
                                                  "cancelled_at": b.at(3 * i + 2, total).isoformat(),
                                                  "reason": "entered in error", "patient": patient, "prescriber": doctor}))
+        refused = i in (7, 23, 41)  # the insurer refuses the prescription: nothing to serve
+        if provider_side and not refused and i % 6 != 5:  # served as last edited, never once cancelled
+            _add_provider_events(b, i, final, b.at(3 * i + 2, total))
+        if provider_side and i % 3 == 0:
+            b.events.append(provider.bill_event(_envelope, _visit_of(b, visit_id), b.at(3 * i + 2, total)
+                                                + dt.timedelta(seconds=4), f"evt-{i:04d}-bill"))
     out.distinct_events = len(b.events)
     out.lines = [json.dumps(e, ensure_ascii=False).encode() for e in b.events]
     bad = _bad_events(b)
@@ -125,6 +137,22 @@ def generate(now: dt.datetime, patients: int = 90, seed: int = 1401) -> SampleSe
     out.distinct_events += len(bad)
     out.lines.append(out.lines[1])  # the HIS sent one event twice: stored once
     return out
+
+
+def _visit_of(b: _Builder, visit_id: str) -> dict[str, Any]:
+    return next(e["payload"] for e in b.events
+                if e["event_type"] == "visit.admitted" and e["payload"]["visit_id"] == visit_id)
+
+
+def _add_provider_events(b: _Builder, i: int, created: dict[str, Any], at: dt.datetime) -> None:
+    """The hospital's own units serve a prescription that was neither edited nor cancelled."""
+    def moment(step: int) -> dt.datetime:
+        return at + dt.timedelta(seconds=min(step, 3))
+
+    if created["kind"] == "drug":
+        b.events.append(provider.dispense_event(_envelope, b.rng, created, moment(0), f"evt-{i:04d}-dispense"))
+    elif created["kind"] == "paraclinic":
+        b.events.extend(provider.paraclinic_events(_envelope, b.rng, created, moment, f"evt-{i:04d}-para"))
 
 
 def _bad_events(b: _Builder) -> list[bytes]:
