@@ -201,13 +201,16 @@ def publish(file: Annotated[Path, typer.Argument(help="JSON Lines: one event per
 
 @app.command()
 def samples(out: Annotated[Path, typer.Option("--out", help="file to write (JSON Lines)")] = Path("samples.jsonl"),
-            patients: int = 90) -> None:
+            patients: int = 90,
+            provider_side: Annotated[bool, typer.Option(
+                "--provider-side/--prescribing-only",
+                help="also the hospital pharmacy's, lab's, imaging's and billing's events")] = True) -> None:
     """Write the bundled sample events (dated today) for `adapter publish`."""
     import datetime as dt
 
     from adapter.samples.generate import generate
 
-    generated = generate(dt.datetime.now(dt.timezone.utc), patients=patients)
+    generated = generate(dt.datetime.now(dt.timezone.utc), patients=patients, provider_side=provider_side)
     out.write_bytes(b"\n".join(generated.lines) + b"\n")
     err.print(f"wrote {len(generated.lines)} lines to {out}; simulator rejects patients: "
               f"--unknown-patient {' --unknown-patient '.join(sorted(generated.unknown_patients))}")
