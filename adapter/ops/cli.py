@@ -86,10 +86,22 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for status, count in sorted(summary["event_status"].items()):
         table.add_row("(events)", status, str(count))
     console.print(table)
+    console.print(_event_type_table(summary["by_event_type"]))
     keys = ("events", "accepted", "invalid", "rejected", "pending", "duplicates_at_destination", "duplicate_receipts")
     console.print("  ".join(f"{k}={summary[k]}" for k in keys))
     console.print(f"store: {summary['store']}  (inspect with: adapter status / adapter show <event-id>, "
                   "with ADAPTER__DATABASE__URL set to it)")
+
+
+def _event_type_table(by_type: dict[str, dict[str, dict[str, int]]]) -> Table:
+    table = Table(title="Submissions per event type and destination")
+    table.add_column("event type")
+    table.add_column("destination")
+    table.add_column("states")
+    for event_type, destinations in by_type.items():
+        for destination, states in sorted(destinations.items()):
+            table.add_row(event_type, destination, "  ".join(f"{k}={v}" for k, v in sorted(states.items())))
+    return table
 
 
 @app.command()

@@ -29,7 +29,7 @@ from adapter.sim.server import SimServer
 from adapter.sim.settings import TaminSimSettings
 from adapter.sim.tamin_app import create_tamin_app
 from adapter.store.models import InboxEvent, Submission
-from adapter.store.states import OPEN_STATES
+from adapter.store.states import OPEN_STATES, EventStatus
 from adapter.ops.status import status_report, summary_counts
 
 
@@ -61,6 +61,23 @@ def sepas_overrides(ditas: SimServer, workdir: Path) -> dict[str, str]:
     return {f"ADAPTER__DESTINATIONS__SEPAS__{key}": value for key, value in values.items()}
 
 
+def by_event_type(app_sessions: Any) -> dict[str, dict[str, dict[str, int]]]:
+    """event type -> destination -> state -> submissions; events no mapping routes count under "(unrouted)"."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    with app_sessions() as session:
+        rows = session.execute(select(InboxEvent.event_type, Submission.destination, Submission.state, func.count())
+                               .join(Submission, Submission.event_id == InboxEvent.event_id)
+                               .group_by(InboxEvent.event_type, Submission.destination, Submission.state)).all()
+        unrouted = session.execute(select(InboxEvent.event_type, func.count())
+                                   .where(InboxEvent.status == EventStatus.unrouted.value)
+                                   .group_by(InboxEvent.event_type)).all()
+    for event_type, destination, state, count in rows:
+        out.setdefault(event_type, {}).setdefault(destination, {})[state] = count
+    for event_type, count in unrouted:
+        out.setdefault(event_type, {})["(unrouted)"] = {"events": count}
+    return dict(sorted(out.items()))
+
+
 def settled_events(app_sessions: Any) -> int:
     """Events with no open submission left (invalid events count as settled)."""
     with app_sessions() as session:
@@ -89,6 +106,7 @@ def run_demo(config_path: Path, workdir: Path, patients: int,
             tick(RunStats())
             with app.sessions() as session:
                 report = status_report(session)
+            per_type = by_event_type(app.sessions)
         finally:
             app.close()
         sim_stats = httpx.get(sim.base_url + "/_sim/stats", timeout=10).json()
@@ -101,6 +119,7 @@ def run_demo(config_path: Path, workdir: Path, patients: int,
         "duplicates_at_destination": sim_stats.get("duplicates", 0) + ditas_stats.get("duplicates", 0),
         "duplicate_receipts": report["events"].get("duplicate_receipts", 0),
         "by_destination": report["destinations"],
+        "by_event_type": per_type,
         "event_status": {k: v for k, v in report["events"].items() if k not in ("duplicate_receipts", "total")},
         "simulator": {k: sim_stats.get(k) for k in ("prescriptions", "received_submissions", "tokens_issued", "rejections")},
         "ditas_simulator": {k: ditas_stats.get(k) for k in ("validations", "validation_failures", "saves", "duplicates",
