@@ -361,9 +361,9 @@ class ParaclinicCompleted(_ParaclinicBody):
 
 class LabObservation(_Model):
     code: Code  # HIS test code (the sepas tables translate it to LOINC)
-    value: Annotated[str, Field(min_length=1, max_length=200)]
+    value: Annotated[str, BeforeValidator(_ascii_digits), Field(min_length=1, max_length=200)]  # "13.8", "positive"
     unit: Annotated[str, Field(max_length=40)] | None = None
-    reference_range: Annotated[str, Field(max_length=100)] | None = None
+    reference_range: Annotated[str, BeforeValidator(_ascii_digits), Field(max_length=100)] | None = None
     interpretation: Literal["normal", "low", "high", "abnormal", "critical"] | None = None
     observed_at: AwareDateTime | None = None
 

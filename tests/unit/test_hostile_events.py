@@ -1,7 +1,7 @@
 """Hostile and malformed events, property-based (hypothesis).
 
-Every case starts from a VALID event (the sample generator's good events and
-``docs/sample-prescription-created.json``) and mutates it: a leaf of the wrong type, a huge
+Every case starts from a VALID event (the sample generator's good events, provider side
+included, ``docs/sample-prescription-created.json`` and ``docs/samples/``) and mutates it: a leaf of the wrong type, a huge
 string, null, a nested structure; a required key deleted; an unknown key added; deep
 nesting; invalid UTF-8; injection strings and control characters in ids and names; Persian
 and Arabic-Indic digits mixed into identifiers and dates; dates that do not exist and
@@ -52,7 +52,7 @@ NOW = dt.datetime.now(dt.timezone.utc)
 
 def _good_events() -> list[dict[str, Any]]:
     events, seen = [], set()
-    for line in generate(NOW, patients=3).lines:
+    for line in generate(NOW, patients=3, provider_side=True).lines:
         try:
             event = json.loads(line)
         except ValueError:
@@ -61,7 +61,8 @@ def _good_events() -> list[dict[str, Any]]:
                 and event["event_id"] not in seen:
             seen.add(event["event_id"])
             events.append(event)
-    events.append(json.loads(SAMPLE.read_text(encoding="utf-8")))
+    events.extend(json.loads(path.read_text(encoding="utf-8")) for path in sorted((REPO / "docs" / "samples").glob("*.json")))
+    events.append(json.loads(SAMPLE.read_text(encoding="utf-8")))  # last: _sample() below starts from it
     for event in events:  # the starting point really is valid
         parse_event(json.dumps(event, ensure_ascii=False).encode())
     return events
