@@ -43,12 +43,15 @@ MANDATORY: dict[str, tuple[str, ...]] = {
     "LabPrescription": ("Composition.ServicePrescriptions.IssueDateTime", "Composition.ServicePrescriptions.Orders"),
     "ImagingPrescription": ("Composition.ServicePrescriptions.IssueDateTime", "Composition.ServicePrescriptions.Orders"),
 }
-ROW_MANDATORY: dict[str, tuple[str, tuple[str, ...]]] = {
-    "PatientBill": ("Composition.BillServices", ("Service", "ServiceType", "TotalCharge")),
-    "MedicationPrescription": ("Composition.MedicationPrescriptions.Orders", ("ProductCode",)),
-    "DispensedPrescription": ("Composition.DispensedPrescriptions.MedicationDispensed", ("ProductCode",)),
-    "LabPrescription": ("Composition.ServicePrescriptions.Orders", ("Service",)),
-    "ImagingPrescription": ("Composition.ServicePrescriptions.Orders", ("Service",)),
+# rows of a list and their mandatory fields; "[]" in a path walks every element of that list
+ROW_MANDATORY: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "PatientBill": (("Composition.BillServices", ("Service", "ServiceType", "TotalCharge")),),
+    "MedicationPrescription": (("Composition.MedicationPrescriptions.Orders", ("ProductCode",)),),
+    "DispensedPrescription": (("Composition.DispensedPrescriptions.MedicationDispensed", ("ProductCode", "TotalNumber")),),
+    "LabPrescription": (("Composition.ServicePrescriptions.Orders", ("Service",)),),
+    "ImagingPrescription": (("Composition.ServicePrescriptions.Orders", ("Service",)),),
+    "LabResult": (("Composition.LabResult", ("DateTimeResult",)),
+                  ("Composition.LabResult[].LaboratoryResultRow", ("TestName", "TestResult"))),
 }
 
 
@@ -316,6 +319,33 @@ def _walk_dates(tree: Any, path: str, today: dt.date, out: list[dict[str, str]])
             _walk_dates(value, f"{path}[{index}]", today, out)
 
 
+def _rows(tree: Any, list_path: str) -> list[tuple[str, Any]]:
+    """(path with indices, element) of every element of ``list_path``; ``a[].b`` walks each ``a``."""
+    head, _, rest = list_path.partition("[].")
+    found = get_path(tree, head)
+    items = list(enumerate(found)) if isinstance(found, list) else []
+    if not rest:
+        return [(f"{head}[{i}]", row) for i, row in items]
+    return [(f"{head}[{i}].{where}", row) for i, outer in items for where, row in _rows(outer, rest)]
+
+
+def _walk_quantities(tree: Any, path: str, out: list[dict[str, str]]) -> None:
+    """DO_QUANTITY.Magnitude is a double: text that is not a number is an error (server-side only)."""
+    if isinstance(tree, dict):
+        magnitude = tree.get("Magnitude")
+        if isinstance(magnitude, str):
+            try:
+                float(magnitude)
+            except ValueError:
+                out.append(_problem(f"{path}.Magnitude", "NOT_A_NUMBER", "DO_QUANTITY Magnitude is not a number"))
+        for key, value in tree.items():
+            if key != "Magnitude":
+                _walk_quantities(value, f"{path}.{key}" if path else key, out)
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            _walk_quantities(value, f"{path}[{index}]", out)
+
+
 def problems_of(message: str, tree: dict[str, Any], terminology: Terminology, today: dt.date) -> list[dict[str, str]]:
     """The validator: mandatory fields, dates, terminology codes (as ValidationResultVO items)."""
     out: list[dict[str, str]] = []
@@ -324,14 +354,13 @@ def problems_of(message: str, tree: dict[str, Any], terminology: Terminology, to
     for path in COMMON_MANDATORY + MANDATORY.get(message, ()):
         if _missing(get_path(tree, path)):
             out.append(_problem(path, "MANDATORY", "mandatory field is missing"))
-    if message in ROW_MANDATORY:
-        list_path, fields = ROW_MANDATORY[message]
-        rows = get_path(tree, list_path)
-        for index, row in enumerate(rows if isinstance(rows, list) else []):
+    for list_path, fields in ROW_MANDATORY.get(message, ()):
+        for where, row in _rows(tree, list_path):
             for name in fields:
                 if not isinstance(row, dict) or _missing(row.get(name)):
-                    out.append(_problem(f"{list_path}[{index}].{name}", "MANDATORY", "mandatory field is missing"))
+                    out.append(_problem(f"{where}.{name}", "MANDATORY", "mandatory field is missing"))
     _walk_dates(tree, "", today, out)
+    _walk_quantities(tree, "", out)
     for problem in terminology.check(message, tree, today):
         out.append(_problem(problem.field, "TERMINOLOGY", problem.text))
     return out

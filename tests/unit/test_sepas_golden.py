@@ -40,7 +40,9 @@ def mapped_job(case: Path) -> Job:
 def test_every_shipped_mapping_has_a_golden_case() -> None:
     folder = REPO / "mappings" / "sepas"
     shipped = {p.stem for p in folder.glob("*.yaml")}
-    assert shipped == {case.name.split(".")[0] for case in CASES} == {"medication_prescription", "patient_bill"}
+    assert shipped == {case.name.split(".")[0] for case in CASES} == {
+        "medication_prescription", "patient_bill", "dispensed_prescription", "lab_prescription", "imaging_prescription",
+        "lab_result"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name.removesuffix(".event.json"))

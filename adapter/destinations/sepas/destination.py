@@ -106,7 +106,7 @@ class SepasDestination:
         known = known or {}
         tree = complete_msg_id(job.payload, self._config.system_id, location,
                                known.get("patient_uid"), known.get("composition_uid"))
-        _add_hid(tree, hid, self._hid_destination)
+        _add_hid(tree, hid, self._hid_destination, spec.insurance_list)
         problems = self._terminology.check(spec.name, tree, self._today())
         if problems:
             return Outcome(OutcomeClass.invalid,
@@ -202,15 +202,30 @@ def _keep_lookup_keys(outcome: Outcome, job: Job) -> None:
                               message=job.context["message"])
 
 
-def _add_hid(tree: dict[str, Any], hid: str | None, issuer: str | None) -> None:
+# the insurer whose eligibility answer gave a visit its HID (``hid_destination``)
+HID_INSURERS: dict[str, dict[str, str]] = {
+    "tamin": {"Value": "تأمین اجتماعی", "Terminology_id": "thritaEHR.insurer", "Coded_string": "1"},
+}
+
+
+def _add_hid(tree: dict[str, Any], hid: str | None, issuer: str | None, insurance_list: bool = True) -> None:
     """Complete the first Insurance's SHEBAD (the HID, research s.7): ``{Issuer, Assigner, ID, Type=HID}``.
 
     The mapping may give only ``Issuer`` (from the insurer) and ``ID`` when the HIS knows the
     HID; without an ID the visit's HID from eligibility is used, else SHEBAD is left out.
+    A message whose mapping has no Insurance (the event knows no insurer: dispensing, lab,
+    imaging) gets one from the visit's HID: the insurer that answered the eligibility call.
     """
     composition = tree.get("Composition")
     if not isinstance(composition, dict):
         return
+    if "Insurance" not in composition:
+        if hid and issuer in HID_INSURERS:
+            _insert_after(composition, "Admission", "Insurance",
+                          [{"Insurer": dict(HID_INSURERS[issuer]), "SHEBAD": {"ID": hid}}] if insurance_list
+                          else {"Insurer": dict(HID_INSURERS[issuer]), "SHEBAD": {"ID": hid}})
+        else:
+            return
     insurance = composition.get("Insurance")
     first = insurance[0] if isinstance(insurance, list) and insurance else insurance
     if not isinstance(first, dict):
@@ -222,3 +237,12 @@ def _add_hid(tree: dict[str, Any], hid: str | None, issuer: str | None) -> None:
         return
     org = str(shebad.get("Issuer") or (issuer or "").upper() or "MOHME_IT")
     first["SHEBAD"] = {"Issuer": org, "Assigner": org, "ID": hid_value, "Type": "HID"}
+
+
+def _insert_after(node: dict[str, Any], anchor: str, key: str, value: Any) -> None:
+    """Put ``key`` right after ``anchor`` (the VO's element order), or last when there is no anchor."""
+    items = list(node.items())
+    at = next((i + 1 for i, (k, _) in enumerate(items) if k == anchor), len(items))
+    items.insert(at, (key, value))
+    node.clear()
+    node.update(items)

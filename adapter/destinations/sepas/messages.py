@@ -8,7 +8,9 @@ BSDK ``XmlSamplePackets``), so the mapping author writes data, not XML:
 * a dict with ``Coded_string`` is a DO_CODED_TEXT: attributes ``Value``, ``Terminology_id``,
   ``Coded_string`` (``<Gender Value="مرد" Terminology_id="thritaEHR.gender" Coded_string="1"/>``);
 * a dict with ``ID`` is a DO_IDENTIFIER: attributes ``Issuer``, ``Assigner``, ``ID``, ``Type``;
-* a dict with ``Magnitude`` is a DO_QUANTITY: ``Unit`` attribute, ``Magnitude`` child;
+  one whose ID the mapping left out (only Issuer/Assigner/Type remain) is left out;
+* a dict with ``Magnitude`` is a DO_QUANTITY: ``Unit`` attribute, ``Magnitude`` child; a
+  quantity whose Magnitude the mapping left out (only ``Unit`` remains) is left out;
 * ``FirstName``, ``LastName``, ``NationalCode`` are attributes of their element (Person,
   providers), as in the samples;
 * a string under a date field (``*Date``, ``DateDispense``...) is an ISO date or an ISO
@@ -16,7 +18,10 @@ BSDK ``XmlSamplePackets``), so the mapping author writes data, not XML:
   local date); under a time field (``*Time``) it becomes ``Hour/Minute/Second``; under
   ``IssueDateTime``/``DateTimeResult`` both;
 * a list is a wrapper element holding one ``<ItemVO>`` per element (``BillServices`` ->
-  ``ServiceDetailsVO``); the item names are in ``LIST_ITEMS``.
+  ``ServiceDetailsVO``); the item names are in ``LIST_ITEMS``. An empty list is left out
+  (XmlSerializer writes nothing for a null array);
+* the key ``xsi:type`` names the concrete type of an abstract item, as XmlSerializer does
+  (``<LabTestResultVO xsi:type="GeneralLaboratoryResultVO">``, the LabResult rows).
 
 Keys keep the mapping's order; nothing is reordered, so the XML is deterministic and
 golden-testable. ``parse_xml`` reads such XML back into a tree (the simulator uses it).
@@ -47,6 +52,7 @@ class MessageSpec:
     name: str  # our name, also the mapping's params.message
     vo: str  # root element and ContentType suffix
     save_op: str  # DITAS <Op> in .../gwSepasHospital/<Op>Secure
+    insurance_list: bool = False  # Composition.Insurance is InsuranceVO[] (else one InsuranceVO)
 
     @property
     def content_type(self) -> str:
@@ -54,10 +60,10 @@ class MessageSpec:
 
 
 MESSAGES: dict[str, MessageSpec] = {spec.name: spec for spec in (
-    MessageSpec("PatientBill", "PatientBillMessageVO", "SavePatientBill"),
+    MessageSpec("PatientBill", "PatientBillMessageVO", "SavePatientBill", insurance_list=True),
     MessageSpec("MedicationPrescription", "MedicationPrescriptionsMessageVO", "SaveMedicationPrescription"),
     MessageSpec("DispensedPrescription", "DispensedPrescriptionsMessageVO", "SaveDispensedPrescription"),
-    MessageSpec("LabResult", "LaboratoryResultMessageVO", "SaveLaboratoryResult"),
+    MessageSpec("LabResult", "LaboratoryResultMessageVO", "SaveLaboratoryResult", insurance_list=True),
     MessageSpec("LabPrescription", "LaboratoryPrescriptionsMessageVO", "SaveLaboratoryPrescription"),
     MessageSpec("ImagingPrescription", "ImagingPrescriptionsMessageVO", "SaveMedicalImagePrescription"),
 )}
@@ -79,8 +85,8 @@ LIST_ITEMS: dict[str | tuple[str, str], str] = {
     "LabResult": "LabTestResultVO",
     "LaboratoryResultRow": "LaboratoryResultRowVO",
     "ReferenceRange": "ReferenceRangeVO",
-    "AnatomicalLocation": "DO_CODED_TEXT",
-    "ServiceDetail": "DO_CODED_TEXT",
+    "AnatomicalLocation": "AnatomicalLocationVO",  # BSDK DataModel: AnatomicalLocationVO[]
+    "ServiceDetail": "DO_CODEABLE_CONCEPT",  # BSDK DataModel: DO_CODEABLE_CONCEPT[]
     ("MedicationPrescription", "Orders"): "MedicationPrescriptionRowVO",
     ("LabPrescription", "Orders"): "ServicePrescriptionRowVO",
     ("ImagingPrescription", "Orders"): "ImagingPrescriptionRowVO",
@@ -88,7 +94,8 @@ LIST_ITEMS: dict[str | tuple[str, str], str] = {
 }
 _ITEM_NAMES = {v for v in LIST_ITEMS.values()}
 
-ATTRIBUTE_SCALARS = ("FirstName", "LastName", "NationalCode")
+XSI_TYPE = "xsi:type"
+ATTRIBUTE_SCALARS = ("FirstName", "LastName", "NationalCode", XSI_TYPE)
 CODED_ATTRS = ("Value", "Terminology_id", "Coded_string")
 IDENTIFIER_ATTRS = ("Issuer", "Assigner", "ID", "Type")
 DATETIME_FIELDS = frozenset({"IssueDateTime", "DateTimeResult"})
@@ -158,6 +165,12 @@ def _item_name(message: str, wrapper: str) -> str:
     return LIST_ITEMS.get((message, wrapper)) or LIST_ITEMS.get(wrapper) or f"{wrapper}VO"
 
 
+def _is_identifier(value: dict[str, Any]) -> bool:
+    """Only Issuer/Assigner/ID/Type keys, all plain text (a ward's coded ``Type`` is not one)."""
+    return bool(value) and set(value) <= set(IDENTIFIER_ATTRS) and not any(
+        isinstance(v, (dict, list)) for v in value.values())
+
+
 class _Writer:
     def __init__(self, message: str):
         self.message = message
@@ -166,6 +179,8 @@ class _Writer:
         if value is None:
             return ""
         if isinstance(value, list):
+            if not value:
+                return ""
             item = _item_name(self.message, name)
             inner = "".join(self.element(item, v, f"{where}[{i}]") for i, v in enumerate(value))
             return f"<{name}>{inner}</{name}>"
@@ -186,8 +201,12 @@ class _Writer:
     def _dict(self, name: str, value: dict[str, Any], where: str, extra: str = "") -> str:
         if "Coded_string" in value:
             return f"<{name}{extra}{_attrs([(k, value.get(k)) for k in CODED_ATTRS])} />"
-        if "ID" in value and set(value) <= set(IDENTIFIER_ATTRS):
+        if _is_identifier(value):
+            if "ID" not in value:
+                return ""
             return f"<{name}{extra}{_attrs([(k, value.get(k)) for k in IDENTIFIER_ATTRS])} />"
+        if set(value) == {"Unit"}:
+            return ""
         if "Magnitude" in value:
             children = "".join(self.element(k, v, f"{where}.{k}") for k, v in value.items() if k != "Unit")
             return f"<{name}{extra}{_attrs([('Unit', value.get('Unit'))])}>{children}</{name}>"
@@ -222,6 +241,10 @@ def _local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
+def _attribute_name(qualified: str) -> str:
+    return XSI_TYPE if qualified == f"{{{XSI}}}type" else _local_name(qualified)
+
+
 def _read(element: ElementTree.Element) -> Any:
     children = list(element)
     if not children and not element.attrib:
@@ -229,7 +252,7 @@ def _read(element: ElementTree.Element) -> Any:
     names = [_local_name(c.tag) for c in children]
     if children and all(n in _ITEM_NAMES for n in names) and len(set(names)) == 1:
         return [_read(c) for c in children]
-    node: dict[str, Any] = {k.rsplit("}", 1)[-1]: v for k, v in element.attrib.items()}
+    node: dict[str, Any] = {_attribute_name(k): v for k, v in element.attrib.items()}
     for child, name in zip(children, names):
         node[name] = _read(child)
     return node
