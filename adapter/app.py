@@ -12,14 +12,19 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapter.config import AdapterConfig, ConfigError, RetryConfig, SepasConfig, TaminConfig, read_secret
+from adapter.config import (AdapterConfig, ConfigError, RetryConfig, SepasConfig, TaminConfig, TaminProviderConfig,
+                            read_secret)
 from adapter.destinations.base import Destination
 from adapter.destinations.sepas.client import DitasClient, PasswordGrantProvider
 from adapter.destinations.sepas.destination import SepasDestination
 from adapter.destinations.sepas.terminology import load_terminology
-from adapter.destinations.auth import ClientCredentialsProvider, RefreshTokenProvider, TokenCache, TokenProvider
+from adapter.destinations.auth import (AclAuthenticateProvider, ClientCredentialsProvider, Operator, RefreshTokenProvider,
+                                      TokenCache, TokenProvider)
 from adapter.destinations.tamin import TaminClient
 from adapter.destinations.tamin_destination import TaminDestination
+from adapter.destinations.tamin_paraclinic import ParaclinicDestination
+from adapter.destinations.tamin_pharmacy import PharmacyDestination
+from adapter.destinations.tamin_provider import ProviderClient
 from adapter.keys import load_key
 from adapter.mapping import MappingError, MappingSet, load_mappings
 from adapter.outage.control import OutageControl, settings_from_config
@@ -57,7 +62,9 @@ def open_store(config: AdapterConfig) -> tuple[Engine, sessionmaker[Session]]:
 
 
 def enabled_destinations(config: AdapterConfig) -> list[str]:
-    configured = (("tamin", config.destinations.tamin), ("sepas", config.destinations.sepas))
+    d = config.destinations
+    configured = (("tamin", d.tamin), ("sepas", d.sepas), ("tamin_pharmacy", d.tamin_pharmacy),
+                  ("tamin_paraclinic", d.tamin_paraclinic))
     return [name for name, dest in configured if dest is not None and dest.enabled]
 
 
@@ -118,6 +125,32 @@ def _sepas(sepas: SepasConfig, http: httpx.Client, config: AdapterConfig) -> _Pa
                  sepas.circuit, (sepas.max_rps, sepas.max_burst), "facility")
 
 
+def provider_operators(name: str, provider: TaminProviderConfig, source: str) -> dict[str, Operator]:
+    """Each facility's operator with its password read (environment, mode-600 file, or the simulator's literal)."""
+    return {facility: Operator(op.username, read_secret(op.password_env, op.password_file, op.password, source=source,
+                                                        what=f"destinations.{name}.auth.operators.{facility}.password"))
+            for facility, op in provider.auth.operators.items()}
+
+
+def provider_secret(name: str, provider: TaminProviderConfig, source: str) -> str:
+    auth = provider.auth
+    return read_secret(auth.software_client_secret_env, auth.software_client_secret_file, auth.software_client_secret,
+                       what=f"destinations.{name}.auth.software_client_secret", source=source)
+
+
+def _provider(name: str, provider: TaminProviderConfig, http: httpx.Client, config: AdapterConfig) -> _Part:
+    """Dispensing or paraclinic: its own acl/authenticate token per facility operator."""
+    auth = provider.auth
+    url = (auth.auth_base_url or provider.base_url).rstrip("/") + auth.token_path
+    tokens = AclAuthenticateProvider(http, url, auth.software_client_id,
+                                     provider_secret(name, provider, config.source_file),
+                                     provider_operators(name, provider, config.source_file))
+    cache = TokenCache(tokens, auth.refresh_leeway_s)
+    client = ProviderClient(provider, http, cache)
+    destination = PharmacyDestination(client) if name == "tamin_pharmacy" else ParaclinicDestination(client)
+    return _Part(destination, cache, provider.retry, provider.circuit, (provider.max_rps, provider.max_burst), "facility")
+
+
 def build(config: AdapterConfig) -> App:
     from adapter.ops.alerts.notify import check_alert_channels
     from adapter.ops.http_status import resolve_auth
@@ -136,6 +169,10 @@ def build(config: AdapterConfig) -> App:
         parts["tamin"] = _tamin(tamin, http, sessions, config)
     if sepas is not None and sepas.enabled:
         parts["sepas"] = _sepas(sepas, http, config)
+    for name in ("tamin_pharmacy", "tamin_paraclinic"):
+        provider = getattr(config.destinations, name)
+        if provider is not None and provider.enabled:
+            parts[name] = _provider(name, provider, http, config)
     destinations = {name: part.destination for name, part in parts.items()}
     patient_key = load_key(config.secrets.patient_ref_key_env, config.secrets.token_key_file, source=config.source_file,
                            key_name="patient_ref_key")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG = Path("config/embedded.yaml")
 ENV_PREFIX = "ADAPTER__"
@@ -117,6 +117,92 @@ class TaminConfig(_Section):
         None, ge=1, description="sends allowed at once above max_rps (bucket size); default: one second's worth")
 
 
+# -- Tamin provider side: dispensing (pharmacy) and paraclinic ------------------------------
+# Two API families with their own hosts, token and operator (seed 001; shared/domain.md); one
+# config shape serves both. Route templates fill {placeholders} from the call (URL-quoted).
+
+class ProviderOperator(_Section):
+    """The Tamin operator account (pharmacy or paraclinic centre user) of one facility."""
+
+    username: str = Field(..., min_length=1, description="the operator's Tamin user name (test: drugtest)")
+    password_env: str | None = Field(None, description="environment variable holding the operator's password")
+    password_file: str | None = Field(None, description="mode-600 file holding the operator's password")
+    password: str | None = Field(None, description="only for the bundled simulator; use password_env or password_file")
+
+
+class ProviderAuthConfig(_Section):
+    """``acl/authenticate``: JSON {username, password, SoftwareClientID, SoftwareClientSecret}."""
+
+    auth_base_url: str | None = Field(None, description="token host, e.g. https://authentication.tamin.ir; defaults to base_url")
+    token_path: str = Field("/api/acl/authenticate", description="token path on auth_base_url")
+    software_client_id: str = Field(..., min_length=1, description="the SoftwareClientID Tamin issued (same in test and production)")
+    software_client_secret_env: str | None = Field(None, description="environment variable holding SoftwareClientSecret")
+    software_client_secret_file: str | None = Field(None, description="mode-600 file holding SoftwareClientSecret")
+    software_client_secret: str | None = Field(
+        None, description="only for the bundled simulator; use software_client_secret_env or _file for real secrets")
+    operators: dict[str, ProviderOperator] = Field(
+        ..., min_length=1, description="facility_siam_id -> {username, password_env | password_file}: one operator per facility")
+    header_scheme: str = Field(
+        "Bearer", description="Authorization scheme before the token; empty string sends the raw token (as PARS does)")
+    refresh_leeway_s: float = Field(60, ge=0, description="refresh a token this many seconds before it expires")
+
+
+class ProviderRoutes(_Section):
+    """Path templates of the three steps. Placeholders: {patient} {tracking_code} {provider_id}."""
+
+    fetch: str = Field(..., description="GET the prescription by patient national code + tracking code (query in the template)")
+    submit: str = Field(..., description="POST that registers the delivered items / requested services")
+    confirm: str = Field(..., description="POST the confirmation of a registered request")
+
+
+class TaminProviderConfig(_Section):
+    enabled: bool = True
+    base_url: str = Field(..., description="the API base URL, e.g. https://health-services.tamin.ir")
+    auth: ProviderAuthConfig
+    provider_ids: dict[str, str] = Field(
+        ..., min_length=1, description="facility_siam_id -> the Tamin provider id (pharmacy phaId / paraclinic centre parID)")
+    routes: ProviderRoutes
+    connect_timeout_s: float = Field(5.0, gt=0, description="seconds to open a connection")
+    read_timeout_s: float = Field(30.0, gt=0, description="seconds to wait for an answer")
+    retry: RetryConfig = RetryConfig()
+    idempotency_header: bool = Field(True, description="send X-Idempotency-Key (harmless where ignored)")
+    circuit: CircuitConfig = CircuitConfig()
+    max_rps: float | None = Field(10.0, gt=0, description="sends per second at most (token bucket); null = no limit")
+    max_burst: int | None = Field(None, ge=1, description="sends allowed at once above max_rps; default: one second's worth")
+
+    @model_validator(mode="after")
+    def _every_operator_has_a_provider_id(self) -> "TaminProviderConfig":
+        missing = sorted(set(self.auth.operators) - set(self.provider_ids))
+        if missing:
+            raise ValueError(f"facilities {', '.join(missing)} have an operator under auth.operators but no provider id "
+                             "under provider_ids: add the Tamin pharmacy / paraclinic centre id of each")
+        return self
+
+
+PHARMACY_ROUTES = ProviderRoutes(
+    fetch="/api/Pharmacy/DrugEpresc/GetActivePresc?patientNationalCode={patient}&trackingCode={tracking_code}"
+          "&PhaId={provider_id}",
+    submit="/api/Pharmacy/DrugStore/PostPresc",
+    confirm="/api/Pharmacy/DrugStore/ConfirmPresc")
+PARACLINIC_ROUTES = ProviderRoutes(
+    fetch="/api/ParaClinic/ParaEPresc/RequestList?patientNationalCode={patient}&trackingCode={tracking_code}"
+          "&parID={provider_id}",
+    submit="/api/ParaClinic/ParaEPresc/RequestParPresc",
+    confirm="/api/ParaClinic/ParaEPresc/ConfirmParPresc")
+
+
+class TaminPharmacyConfig(TaminProviderConfig):
+    """``destinations.tamin_pharmacy``: drug dispensing (نسخه‌پیچی)."""
+
+    routes: ProviderRoutes = PHARMACY_ROUTES
+
+
+class TaminParaclinicConfig(TaminProviderConfig):
+    """``destinations.tamin_paraclinic``: lab and imaging services (پاراکلینیک)."""
+
+    routes: ProviderRoutes = PARACLINIC_ROUTES
+
+
 # -- DITAS / SEPAS (the Ministry of Health gateway and national health record) ----------------
 
 class SepasAuthConfig(_Section):
@@ -179,6 +265,8 @@ class SepasConfig(_Section):
 class DestinationsConfig(_Section):
     tamin: TaminConfig
     sepas: SepasConfig | None = None
+    tamin_pharmacy: TaminPharmacyConfig | None = None
+    tamin_paraclinic: TaminParaclinicConfig | None = None
 
 
 class DispatchConfig(_Section):

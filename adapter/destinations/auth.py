@@ -141,3 +141,62 @@ class TokenCache:
             current = self._tokens.get(principal)
             if current is not None and current.access_token == token:
                 del self._tokens[principal]
+
+
+@dataclass(frozen=True)
+class Operator:
+    """The Tamin operator account of one facility (pharmacy or paraclinic centre user)."""
+
+    username: str
+    password: str
+
+
+def _read_acl_answer(answer: httpx.Response) -> tuple[str, float]:
+    """The ``acl/authenticate`` answer shape is not public (research s.2.2): take ``access_token``
+    or ``token``, flat or under ``data``; ``expires_in`` (seconds) defaults to 3600."""
+    if answer.status_code in (400, 401, 403):
+        raise TokenError(f"acl/authenticate refused the operator's credentials (HTTP {answer.status_code})",
+                         OutcomeClass.auth)
+    if answer.status_code != 200:
+        raise TokenError(f"acl/authenticate answered HTTP {answer.status_code}", OutcomeClass.transient)
+    try:
+        data = answer.json()
+    except ValueError:
+        raise TokenError("acl/authenticate answered without JSON", OutcomeClass.transient) from None
+    for node in (data, data.get("data") if isinstance(data, dict) else None):
+        if not isinstance(node, dict):
+            continue
+        token = node.get("access_token") or node.get("token")
+        if isinstance(token, str) and token:
+            try:
+                ttl = float(node.get("expires_in") or 3600)
+            except (TypeError, ValueError):
+                ttl = 3600.0
+            return token, ttl
+    raise TokenError("acl/authenticate answered without a token", OutcomeClass.transient)
+
+
+class AclAuthenticateProvider:
+    """Dispensing and paraclinic tokens (seed 001): JSON post of the facility's operator
+    username/password plus this software's ``SoftwareClientID``/``SoftwareClientSecret``.
+
+    The principal is the facility; each facility has its own operator, hence its own token."""
+
+    def __init__(self, http: httpx.Client, url: str, software_client_id: str, software_client_secret: str,
+                 operators: dict[str, Operator]):
+        self._http, self._url = http, url
+        self._software = {"SoftwareClientID": software_client_id, "SoftwareClientSecret": software_client_secret}
+        self._operators = dict(operators)
+
+    def fetch(self, principal: str) -> IssuedToken:
+        operator = self._operators.get(principal)
+        if operator is None:
+            raise TokenError("no Tamin operator is configured for this facility: add it under auth.operators",
+                             OutcomeClass.auth)
+        body = {"username": operator.username, "password": operator.password, **self._software}
+        try:
+            answer = self._http.post(self._url, json=body)
+        except httpx.HTTPError as exc:  # asking again only issues another token: harmless
+            raise TokenError(f"acl/authenticate: {type(exc).__name__}", OutcomeClass.transient) from None
+        token, ttl = _read_acl_answer(answer)
+        return IssuedToken(token, time.monotonic() + ttl)

@@ -68,7 +68,7 @@ class MappingDocument(_Strict):
     mapping: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="mapping name, unique per destination")]
     version: Annotated[int | str, Field(description="version of this mapping file, chosen by its author")]
     destination: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$", description="destination name, e.g. tamin")]
-    operation: Annotated[Literal["eligibility", "create", "update", "cancel"], Field(description="the destination call this mapping feeds")]
+    operation: Annotated[Literal["eligibility", "create", "update", "cancel", "confirm"], Field(description="the destination call this mapping feeds")]
     event_types: Annotated[list[Annotated[str, Field(pattern=r"^[a-z_]+(\.[a-z_]+)+$")]], Field(min_length=1, description="event types this mapping applies to")]
     description: str | None = None
     when: Annotated[Condition | None, Field(

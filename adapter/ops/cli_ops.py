@@ -89,6 +89,23 @@ def _secret_problems(config: AdapterConfig) -> list[str]:
                             "destinations.sepas.auth.client_secret", source)
         problems += _secret(auth2.password_env, auth2.password_file, auth2.password,
                             "destinations.sepas.auth.password", source)
+    return problems + _provider_secret_problems(config)
+
+
+def _provider_secret_problems(config: AdapterConfig) -> list[str]:
+    """Dispensing / paraclinic: the software client secret and every facility operator's password."""
+    from adapter.app import provider_operators, provider_secret
+
+    problems: list[str] = []
+    for name in ("tamin_pharmacy", "tamin_paraclinic"):
+        provider = getattr(config.destinations, name)
+        if provider is None or not provider.enabled:
+            continue
+        for read in (provider_secret, provider_operators):
+            try:
+                read(name, provider, config.source_file)
+            except ConfigError as exc:
+                problems += exc.lines
     return problems
 
 

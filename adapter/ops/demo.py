@@ -38,6 +38,8 @@ def demo_config(base: Path, workdir: Path, sim_url: str, ditas: SimServer | None
         "ADAPTER__DATABASE__URL": f"sqlite:///{workdir}/adapter.db",
         "ADAPTER__BROKER__URL": f"sqlite-queue:///{workdir}/queue.db",
         "ADAPTER__DESTINATIONS__TAMIN__BASE_URL": sim_url,
+        "ADAPTER__DESTINATIONS__TAMIN_PHARMACY__BASE_URL": sim_url,
+        "ADAPTER__DESTINATIONS__TAMIN_PARACLINIC__BASE_URL": sim_url,
         "ADAPTER__SECRETS__TOKEN_KEY_FILE": f"{workdir}/token.key",
     }
     if ditas is not None:

@@ -28,9 +28,13 @@ from typing import Any
 import jdatetime
 
 from adapter.sim import tamin_rules as rules
+from adapter.sim.provider_registry import ProviderDesk, ProviderState
 from adapter.sim.settings import TaminSimSettings, parse_jalali_compact
 
-API_ENDPOINTS = frozenset({"eligibility", "create", "detail", "edit", "delete", "lookup", "claim_status"})
+PROVIDER_ENDPOINTS = frozenset({"pharmacy_fetch", "pharmacy_submit", "pharmacy_confirm",
+                                "para_fetch", "para_submit", "para_confirm"})
+API_ENDPOINTS = frozenset({"eligibility", "create", "detail", "edit", "delete", "lookup", "claim_status"}) \
+    | PROVIDER_ENDPOINTS
 AUDIT_STATUSES = ("submitted", "under_audit", "audited", "paid", "rejected")
 """Claim audit/payment states the simulator reports (sim-defined, docs/tamin-wire.md)."""
 
@@ -48,7 +52,7 @@ class Claim:
     bill_id: str | None = None
     paid_date: str | None = None
     deductions: list[dict[str, Any]] = field(default_factory=list)
-TOKEN_ENDPOINTS = frozenset({"token", "refresh"})
+TOKEN_ENDPOINTS = frozenset({"token", "refresh", "acl_token"})
 
 
 @dataclass
@@ -180,10 +184,12 @@ class _State:
     deletes: int = 0
     eligibility_checks: int = 0
     down_until: float = 0.0
+    provider: ProviderState = field(default_factory=ProviderState)
 
 
-class TaminRegistry:
-    """Thread-safe state and behaviour of one simulated Tamin service."""
+class TaminRegistry(ProviderDesk):
+    """Thread-safe state and behaviour of one simulated Tamin service (prescribing here;
+    dispensing and paraclinic in ``ProviderDesk``)."""
 
     def __init__(self, settings: TaminSimSettings | None = None) -> None:
         self._lock = threading.RLock()
@@ -284,6 +290,13 @@ class TaminRegistry:
                 del self._state.access_tokens[token]
                 return False
             return True
+
+    def token_audience(self, token: str) -> str | None:
+        """Whom a valid token was issued to (``None`` when unknown or expired; "" for no audience)."""
+        with self._lock:
+            if not self.access_token_valid(token):
+                return None
+            return self._state.access_tokens[token].audience or ""
 
     def revoke_access_tokens(self) -> None:
         """Every access token stops working (as after a Tamin-side session purge)."""
@@ -557,11 +570,10 @@ class TaminRegistry:
 
     def inject_prescription(self, head: dict[str, Any], today: jdatetime.date) -> dict[str, Any]:
         """Admin: a prescription the adapter never sent (e.g. typed in Tamin's own portal):
-        ``{patient, docId, prescDate, prescTypeId, items: [{srvCode, srvQty}], docNationalCode?}``."""
+        ``{patient, docId, prescDate, prescTypeId, items: [{srvCode, srvQty, srvType?}], docNationalCode?}``."""
         body = {"patient": str(head["patient"]), "docId": str(head["docId"]), "prescDate": str(head["prescDate"]),
                 "docNationalCode": head.get("docNationalCode"), "prescType": {"prescTypeId": int(head["prescTypeId"])},
-                "noteDetailEprscs": [{"srvId": {"srvCode": str(i["srvCode"])}, "srvQty": i["srvQty"]}
-                                     for i in head.get("items") or []]}
+                "noteDetailEprscs": [{"srvId": _srv_id(i), "srvQty": i["srvQty"]} for i in head.get("items") or []]}
         with self._lock:
             presc = self._store(body, f"injected:{len(self._state.prescriptions)}", today)
             return presc.head()
@@ -585,7 +597,9 @@ class TaminRegistry:
                 requests[entry["endpoint"]] = requests.get(entry["endpoint"], 0) + 1
                 label = f"{entry['endpoint']} {entry['status']}"
                 responses[label] = responses.get(label, 0) + 1
-            duplicate_keys = sorted(key for key, n in state.receipts.items() if n > 1)
+            provider = self.provider_stats()
+            duplicate_keys = sorted([key for key, n in state.receipts.items() if n > 1]
+                                    + provider["duplicate_submit_keys"])
             return {
                 "requests": requests,
                 "responses": responses,
@@ -601,4 +615,12 @@ class TaminRegistry:
                 "edits": state.edits,
                 "deletes": state.deletes,
                 "eligibility_checks": state.eligibility_checks,
+                "provider": provider,
             }
+
+
+def _srv_id(item: dict[str, Any]) -> dict[str, Any]:
+    srv: dict[str, Any] = {"srvCode": str(item["srvCode"])}
+    if item.get("srvType"):
+        srv["srvType"] = {"srvType": str(item["srvType"])}
+    return srv

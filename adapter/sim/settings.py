@@ -40,6 +40,19 @@ class SimDoctor(pydantic.BaseModel):
     active: bool = True
 
 
+class SimOperator(pydantic.BaseModel):
+    """A pharmacy or paraclinic centre user of ``acl/authenticate`` (dispensing / paraclinic APIs)."""
+
+    password: str
+    family: Literal["pharmacy", "paraclinic"]
+
+
+def _default_operators() -> dict[str, SimOperator]:
+    """Seed 001's pilot user for every pharmacy (drugtest / 123) and a paraclinic twin."""
+    return {"drugtest": SimOperator(password="123", family="pharmacy"),
+            "paratest": SimOperator(password="123", family="paraclinic")}
+
+
 class TaminSimSettings(pydantic.BaseModel):
     """Configuration of one simulated Tamin service.
 
@@ -54,6 +67,11 @@ class TaminSimSettings(pydantic.BaseModel):
     client_secret: str = "adapter-test-secret"
     token_ttl_s: float = 3600.0
     rotate_refresh_tokens: bool = True
+    software_client_id: str = "adapter-software"
+    """``SoftwareClientID`` the dispensing/paraclinic ``acl/authenticate`` call must carry."""
+    software_client_secret: str = "adapter-software-secret"
+    provider_operators: dict[str, SimOperator] = pydantic.Field(default_factory=_default_operators)
+    """username -> operator of ``acl/authenticate`` (its family decides which API it may call)."""
 
     # --- business data -----------------------------------------------------------
     unknown_patients: set[str] = set()

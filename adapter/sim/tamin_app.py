@@ -66,10 +66,6 @@ def _status_only(status: int, headers: dict[str, str] | None = None) -> JSONResp
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _unauthorized() -> JSONResponse:
-    return _status_only(401)
-
-
 def _fault_response(status: int, retry_after_s: float | None, html: bool) -> Response:
     headers = {}
     if retry_after_s is not None and status in (429, 503):
@@ -103,7 +99,27 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _endpoint(name: str, handler: Handler, *, needs_token: bool = True) -> Callable[[Request], Awaitable[Response]]:
+def _provider_token(request: Request) -> str | None:
+    """Dispensing/paraclinic: ``Bearer <token>`` or the raw token (as one public client sends it)."""
+    header = request.headers.get("authorization", "").strip()
+    scheme, _, rest = header.partition(" ")
+    return (rest.strip() if scheme.lower() == "bearer" else header) or None
+
+
+def _token_refusal(request: Request, registry: TaminRegistry, family: str | None) -> int | None:
+    """401 without a valid token; 403 when a provider API is called with another family's token."""
+    if family is None:
+        token = _bearer(request)
+        return None if token is not None and registry.access_token_valid(token) else 401
+    token = _provider_token(request)
+    audience = registry.token_audience(token) if token else None
+    if audience is None:
+        return 401
+    return None if audience.startswith(family + ":") else 403
+
+
+def _endpoint(name: str, handler: Handler, *, needs_token: bool = True,
+              family: str | None = None) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         registry: TaminRegistry = request.app.state.registry
         method, path = request.method, request.url.path
@@ -122,11 +138,10 @@ def _endpoint(name: str, handler: Handler, *, needs_token: bool = True) -> Calla
         if plan.hang_s > 0:
             await request.body()  # read now: the client may give up (disconnect) while we hang
             await asyncio.sleep(plan.hang_s)
-        if needs_token:
-            token = _bearer(request)
-            if token is None or not registry.access_token_valid(token):
-                registry.record_request(name, method, path, 401)
-                return _unauthorized()
+        refused = _token_refusal(request, registry, family) if needs_token else None
+        if refused is not None:
+            registry.record_request(name, method, path, refused)
+            return _status_only(refused)
         response = await handler(request, registry)
         if plan.drop_after_apply:
             registry.record_request(name, method, path, 0)
@@ -193,6 +208,15 @@ async def _refresh(request: Request, registry: TaminRegistry) -> Response:
             "refresh_token": refresh_token,
         }
     )
+
+
+async def _acl_authenticate(request: Request, registry: TaminRegistry) -> Response:
+    """Dispensing/paraclinic token (sim-defined answer: ``data.token`` + ``data.expires_in``)."""
+    family = registry.authenticate_operator(await _json_body(request))
+    if family is None:
+        return _envelope({"error_Msg": "نام کاربری یا کلمه عبور اشتباه است"}, status=401)
+    token, ttl = registry.issue_access_token(f"{family}:operator")
+    return _envelope({"token": token, "expires_in": _ttl_number(ttl)})
 
 
 # ----- API -------------------------------------------------------------------------------
@@ -270,6 +294,34 @@ async def _claim_status(request: Request, registry: TaminRegistry) -> Response:
     if claim is None:
         return _envelope({"error_Msg": rules.MSG_NOT_FOUND, "claim": None})
     return _envelope({"claim": claim})
+
+
+# ----- dispensing and paraclinic (adapter.sim.provider_registry) ----------------------------
+def _provider_fetch(family: str) -> Handler:
+    async def handler(request: Request, registry: TaminRegistry) -> Response:
+        q = request.query_params
+        provider_id = q.get("PhaId") or q.get("phaId") or q.get("parID") or q.get("parId")
+        return _envelope(registry.provider_fetch(family, q.get("patientNationalCode"), q.get("trackingCode"),
+                                                 provider_id))
+    return handler
+
+
+def _provider_submit(family: str) -> Handler:
+    async def handler(request: Request, registry: TaminRegistry) -> Response:
+        body = await _json_body(request)
+        return _envelope(registry.provider_submit(family, body, request.headers.get("x-idempotency-key")))
+    return handler
+
+
+def _provider_confirm(family: str) -> Handler:
+    async def handler(request: Request, registry: TaminRegistry) -> Response:
+        body = await _json_body(request)
+        return _envelope(registry.provider_confirm(family, body, request.headers.get("x-idempotency-key")))
+    return handler
+
+
+async def _admin_provider_requests(request: Request) -> Response:
+    return JSONResponse({"list": request.app.state.registry.provider_requests()})
 
 
 # ----- simulator admin -----------------------------------------------------------------
@@ -396,8 +448,12 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 def _routes() -> list[Route]:
-    def api(path: str, name: str, handler: Handler, method: str, needs_token: bool = True) -> Route:
-        return Route(path, _endpoint(name, handler, needs_token=needs_token), methods=[method])
+    def api(path: str, name: str, handler: Handler, method: str, needs_token: bool = True,
+            family: str | None = None) -> Route:
+        return Route(path, _endpoint(name, handler, needs_token=needs_token, family=family), methods=[method])
+
+    def provider(path: str, name: str, factory: Callable[[str], Handler], method: str, family: str) -> Route:
+        return api(path, name, factory(family), method, family=family)
 
     return [
         # auth (same paths on pilot and production account hosts)
@@ -419,8 +475,17 @@ def _routes() -> list[Route]:
         api("/interface/epresc/patient/v2/deserve-info/{siamId}/{docId}/{patient}", "eligibility", _eligibility, "GET"),
         api("/interface/epresc/lookup", "lookup", _lookup, "GET"),
         api("/interface/epresc/claim-status", "claim_status", _claim_status, "GET"),
+        # dispensing and paraclinic (pilot spellings, research s.8/s.9; confirm is sim-defined)
+        api("/api/acl/authenticate", "acl_token", _acl_authenticate, "POST", needs_token=False),
+        provider("/api/Pharmacy/DrugEpresc/GetActivePresc", "pharmacy_fetch", _provider_fetch, "GET", "pharmacy"),
+        provider("/api/Pharmacy/DrugStore/PostPresc", "pharmacy_submit", _provider_submit, "POST", "pharmacy"),
+        provider("/api/Pharmacy/DrugStore/ConfirmPresc", "pharmacy_confirm", _provider_confirm, "POST", "pharmacy"),
+        provider("/api/ParaClinic/ParaEPresc/RequestList", "para_fetch", _provider_fetch, "GET", "paraclinic"),
+        provider("/api/ParaClinic/ParaEPresc/RequestParPresc", "para_submit", _provider_submit, "POST", "paraclinic"),
+        provider("/api/ParaClinic/ParaEPresc/ConfirmParPresc", "para_confirm", _provider_confirm, "POST", "paraclinic"),
         # simulator admin
         Route("/_sim/stats", _admin_stats, methods=["GET"]),
+        Route("/_sim/provider-requests", _admin_provider_requests, methods=["GET"]),
         Route("/_sim/reset", _admin_reset, methods=["POST"]),
         Route("/_sim/faults", _admin_faults, methods=["GET", "POST"]),
         Route("/_sim/refresh-tokens", _admin_refresh_tokens, methods=["POST"]),

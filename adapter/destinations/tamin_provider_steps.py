@@ -1,0 +1,113 @@
+"""What the dispensing and paraclinic destinations share: finding the prescription they serve
+(and the registration a paraclinic confirm needs) in the store, and running one attempt's
+steps (fetch, submit, confirm) with one PHI-free trail for the attempt log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from adapter.destinations.base import Job
+from adapter.destinations.outcome import Outcome, OutcomeClass
+from adapter.destinations.tamin import DESTINATION as PRESCRIBING
+from adapter.destinations.tamin_provider import ProviderClient, RouteNotFillable
+from adapter.destinations.tamin_provider_answers import Fetched, problems_message, read_fetch
+from adapter.pipeline import keys
+from adapter.pipeline.intake import stored_event
+from adapter.store.models import Submission
+from adapter.store.states import OPEN_STATES, State
+
+_OPEN = {s.value for s in OPEN_STATES}
+_REFUSED = {State.rejected.value, State.invalid.value, State.dead.value}
+
+
+def create_result(session: Session, destination: str, subject_key: str | None, what: str) -> dict[str, Any] | Outcome:
+    """The result of ``destination``'s create for ``subject_key``: waiting while it is open (or not
+    stored yet: its event may come later), invalid while it is refused, else its ids."""
+    create = session.scalar(select(Submission).where(
+        Submission.destination == destination, Submission.subject_key == subject_key,
+        Submission.operation == "create").order_by(Submission.id).limit(1))
+    if create is None or create.state in _OPEN:
+        return Outcome(OutcomeClass.waiting, f"{what} is not registered at Tamin yet")
+    if create.state in _REFUSED:
+        return Outcome(OutcomeClass.invalid, f"{what} (submission {create.id}) is {create.state}: replay it first, "
+                                             "then this one")
+    return dict(create.result or {})
+
+
+def served_prescription(session: Session, job: Job) -> dict[str, Any] | Outcome:
+    """``{tracking_code, head_id?}`` of the Tamin prescription the event serves: the tracking code
+    the patient brought, or the ids of this adapter's own SendEpresc for the HIS prescription."""
+    event = stored_event(session, job.event_id)
+    if event is None:
+        return Outcome(OutcomeClass.invalid, "the event's body is no longer stored (pruned?): cannot find its prescription")
+    reference = event["payload"].get("prescription") or {}
+    if reference.get("tracking_code"):
+        return {"tracking_code": str(reference["tracking_code"])}
+    found = create_result(session, PRESCRIBING, keys.served_prescription_key(event), "the prescription it serves")
+    if isinstance(found, Outcome):
+        return found
+    if not found.get("tracking_code"):
+        return Outcome(OutcomeClass.invalid, "the prescription's create was accepted without a tracking code")
+    return {"tracking_code": str(found["tracking_code"]), "head_id": found.get("head_id")}
+
+
+def as_number(value: str) -> int | str:
+    """Ids go back as numbers when they are numbers (the answers give them as JSON numbers)."""
+    return int(value) if value.isdigit() else value
+
+
+def his_request_id(job: Job) -> str | None:
+    """The HIS's own id of this dispense / order, sent as ``hisRequestId`` (the mapping puts it there)."""
+    his = job.payload.get("hisRequestId") if isinstance(job.payload, dict) else None
+    return str(his) if his is not None else None
+
+
+class Attempt:
+    """One attempt's exchanges with a provider API: runs each step, reads its answer, and folds
+    every step's summary into the final outcome."""
+
+    def __init__(self, client: ProviderClient, job: Job):
+        self._client, self._job = client, job
+        self._requests: list[dict[str, Any]] = []
+        self._responses: list[dict[str, Any]] = []
+        self._ms = 0
+
+    def values(self) -> dict[str, Any] | Outcome:
+        """What the route templates may name: patient, tracking code, provider id."""
+        provider_id = self._client.provider_id(self._job.principal)
+        if not provider_id:
+            return Outcome(OutcomeClass.invalid, "no Tamin provider id for this facility: add it under provider_ids")
+        return {"patient": self._job.params.get("patient"), "tracking_code": self._job.context.get("tracking_code"),
+                "provider_id": provider_id}
+
+    def step(self, step: str, values: dict[str, Any], body: Any, reader: Callable[[Any], Any]) -> Any:
+        """The reader's result for the answer, or the ``Outcome`` that ends the attempt."""
+        try:
+            exchanged = self._client.exchange(step, values, body, self._job.principal, self._job.idempotency_key,
+                                              self._job.deadline)
+        except RouteNotFillable as exc:
+            return Outcome(OutcomeClass.invalid, str(exc))
+        parsed = exchanged.response.pop("parsed", None)
+        self._requests.append(exchanged.request)
+        self._responses.append({**exchanged.response, "outcome": exchanged.klass.value})
+        self._ms += exchanged.duration_ms
+        if exchanged.klass is OutcomeClass.rejected and parsed is not None and problems_message(parsed):
+            return Outcome(OutcomeClass.rejected, f"Tamin refused the {step} ({exchanged.message}): "
+                                                  f"{problems_message(parsed)}")
+        if exchanged.klass is not OutcomeClass.accepted:
+            exchanged.message = f"{step}: {exchanged.message}"
+            return exchanged
+        return reader(parsed)
+
+    def fetch(self, values: dict[str, Any]) -> Fetched | Outcome:
+        return self.step("fetch", values, None, read_fetch)
+
+    def finish(self, outcome: Outcome) -> Outcome:
+        outcome.request = {"steps": self._requests}
+        outcome.response = {"steps": self._responses}
+        outcome.duration_ms = self._ms
+        return outcome
