@@ -240,17 +240,50 @@ def sim(
     expired_patient: Annotated[Optional[list[str]], typer.Option(help="national code whose coverage expired")] = None,
     fail_next: Annotated[int, typer.Option(help="answer the next N API calls with --fail-status")] = 0,
     fail_status: int = 503,
+    ditas_port: Annotated[int, typer.Option(help="port of the DITAS/SEPAS simulator; 0 = do not start it")] = 8091,
+    ditas_key_dir: Annotated[Path, typer.Option(help="where the DITAS simulator keeps its RSA key pair")] = Path(
+        "var/ditas-sim"),
 ) -> None:
-    """Run the Tamin simulator on its own (a sandbox for a hospital's integrator)."""
-    from adapter.sim.server import serve_forever
+    """Run the Tamin simulator (and the DITAS/SEPAS simulator) on their own: a sandbox for a hospital's integrator."""
+    import threading
+
+    from adapter.sim.server import SimServer
     from adapter.sim.settings import TaminSimSettings
     from adapter.sim.tamin_app import create_tamin_app
 
     settings = TaminSimSettings(latency_ms=latency_ms, token_ttl_s=token_ttl, client_id=client_id,
                                 client_secret=client_secret, unknown_patients=set(unknown_patient or []),
                                 expired_patients=set(expired_patient or []), fail_next=fail_next, fail_status=fail_status)
-    err.print(f"Tamin simulator on http://{host}:{port} (stats: /_sim/stats)")
-    serve_forever(create_tamin_app(settings), host, port)
+    # both in server threads without uvicorn's access log: its formatter breaks on the
+    # adapter's redacting log records (a traceback per request)
+    servers = [SimServer(create_tamin_app(settings), host, port, log_level="info").start()]
+    err.print(f"Tamin simulator on {servers[0].base_url} (stats: /_sim/stats)")
+    if ditas_port:
+        servers.append(_start_ditas_sim(host, ditas_port, ditas_key_dir))
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _start_ditas_sim(host: str, port: int, key_dir: Path) -> Any:
+    """The DITAS simulator in a background thread; prints its URL and key files (``adapter sim``)."""
+    from adapter.sim.ditas_app import create_ditas_app, sandbox_keys
+    from adapter.sim.ditas_registry import DitasSimSettings
+    from adapter.sim.server import SimServer
+
+    keys = sandbox_keys(key_dir)
+    defaults = DitasSimSettings()
+    server = SimServer(create_ditas_app(DitasSimSettings(private_key_pem=keys.private_key_pem)), host, port,
+                       log_level="info").start()
+    err.print(f"DITAS/SEPAS simulator on {server.base_url} (stats: /_sim/stats; client {defaults.client_id}, "
+              f"user {defaults.username}, any pid)")
+    err.print(f"  Ministry public key (destinations.sepas.public_key_file): {keys.public_key_file}")
+    err.print(f"  simulator private key (mode 600): {keys.private_key_file}")
+    return server
 
 
 @mapping_app.command("test")

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -27,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from adapter.destinations.sepas.crypto import EnvelopeError, decrypt_envelope
+from adapter.destinations.sepas.crypto import EnvelopeError, decrypt_envelope, generate_keypair, private_key_pem
 from adapter.destinations.sepas.messages import MESSAGES, document_hash, parse_xml
 from adapter.sim.ditas_registry import DitasRegistry, DitasSimSettings
 
@@ -217,3 +220,29 @@ def create_ditas_app(settings: DitasSimSettings | None = None) -> Starlette:
     app = Starlette(routes=_routes())
     app.state.registry = DitasRegistry(settings)
     return app
+
+
+@dataclass(frozen=True)
+class SandboxKeys:
+    private_key_file: Path
+    public_key_file: Path  # what the adapter's destinations.sepas.public_key_file points at
+    private_key_pem: str
+
+
+def sandbox_keys(folder: Path) -> SandboxKeys:
+    """The sandbox's "Ministry" key pair in ``folder``: kept across restarts (so an adapter
+    configured with the public key keeps working), made on first use; the private key mode 600."""
+    folder.mkdir(parents=True, exist_ok=True)
+    private_file, public_file = folder / "moh-private.pem", folder / "moh-public.pem"
+    if private_file.is_file():
+        pem = private_file.read_bytes()
+        registry = DitasRegistry(DitasSimSettings(private_key_pem=pem.decode()))
+        public_pem = registry.public_key_pem
+    else:
+        private, public_pem = generate_keypair()
+        pem = private_key_pem(private)
+        descriptor = os.open(private_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(pem)
+    public_file.write_bytes(public_pem)
+    return SandboxKeys(private_file, public_file, pem.decode())
