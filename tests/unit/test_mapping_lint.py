@@ -27,7 +27,10 @@ def texts(root: Path) -> list[str]:
 def test_shipped_mappings_are_clean() -> None:
     assert lint(REPO / "mappings") == []
     code, text = mapping_lint(REPO / "mappings")
-    assert code == 0 and "7 mapping files, 28 code tables, no problems" in text
+    # counted, not fixed: several people add mappings and tables at once
+    files, tables = len(list((REPO / "mappings").rglob("*.yaml"))), len(list((REPO / "mappings").rglob("*.csv")))
+    assert files >= 11 and tables >= 31
+    assert code == 0 and f"{files} mapping files, {tables} code tables, no problems" in text
 
 
 def test_finds_every_kind_of_problem_in_one_run(tmp_path: Path) -> None:
