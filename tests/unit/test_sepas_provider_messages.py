@@ -92,3 +92,33 @@ def test_every_golden_message_passes_the_simulators_validator(tmp_path: Path) ->
     for stem in ("dispensed_prescription", "lab_prescription", "imaging_prescription", "lab_result"):
         job = prepared(tmp_path, stem, hid="19946YI6XR")
         assert problems_of(job.context["message"], tree_of(job), terms, TODAY) == [], stem
+
+
+def test_patient_uid_of_a_visit_survives_losing_the_insert_race(tmp_path: Path, sqlite_url: str) -> None:
+    """Two messages of one visit settle at once: the one whose insert collides updates the row instead."""
+    from adapter.destinations.outcome import Outcome
+    from adapter.store.db import make_engine, make_sessionmaker, upgrade
+    from adapter.store.models import Visit
+
+    upgrade(sqlite_url)
+    sessions = make_sessionmaker(make_engine(sqlite_url))
+    with sessions() as session:
+        session.add(Visit(facility_siam_id="10012345", visit_id="V-1", destination="sepas", detail={"other": 1}))
+        session.commit()
+    destination, _ = make_destination(tmp_path, today=TODAY)
+    job = Job(submission_id=1, event_id="e", destination="sepas", operation="create",
+              params={"message": "LabResult", "facility": "10012345", "visit_id": "V-1"}, payload={},
+              principal="ditas", idempotency_key="k", ambiguous=False, subject_key=None, after_key=None, attempts=0)
+    with sessions() as session:
+        real_get, calls = session.get, []
+
+        def first_get_misses(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(args)
+            return None if len(calls) == 1 else real_get(*args, **kwargs)  # the row appeared after our read
+
+        session.get = first_get_misses  # type: ignore[method-assign]
+        destination.on_result(session, job, Outcome(OutcomeClass.accepted, result={"patient_uid": "P-1"}))
+        session.commit()
+    with sessions() as session:
+        row = session.get(Visit, ("10012345", "V-1", "sepas"))
+        assert row is not None and row.detail == {"other": 1, "patient_uid": "P-1"}

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from adapter.destinations.base import Job
@@ -182,16 +183,28 @@ class SepasDestination:
         return found
 
     def on_result(self, session: Session, job: Job, outcome: Outcome) -> None:
-        """Keep the PatientUID per visit, so later messages of the visit carry it."""
+        """Keep the PatientUID per visit, so later messages of the visit carry it.
+
+        Several messages of one visit can settle at once (parallel workers): the first one
+        inserts the ``visits`` row in a savepoint; one that loses that race updates the row."""
         if outcome.klass is not OutcomeClass.accepted or not outcome.result.get("patient_uid"):
             return
         facility, visit_id = (job.params or {}).get("facility"), (job.params or {}).get("visit_id")
         if not (facility and visit_id):
             return
-        row = session.get(Visit, (str(facility), str(visit_id), self.name)) or Visit(
-            facility_siam_id=str(facility), visit_id=str(visit_id), destination=self.name)
-        row.detail = {**(row.detail or {}), "patient_uid": outcome.result["patient_uid"]}
-        session.add(row)
+        key = (str(facility), str(visit_id), self.name)
+        patient = {"patient_uid": outcome.result["patient_uid"]}
+        row = session.get(Visit, key)
+        if row is None:
+            try:
+                with session.begin_nested():
+                    session.add(Visit(facility_siam_id=key[0], visit_id=key[1], destination=self.name, detail=patient))
+                return
+            except IntegrityError:
+                row = session.get(Visit, key, populate_existing=True)
+                if row is None:
+                    raise
+        row.detail = {**(row.detail or {}), **patient}
 
 
 def _keep_lookup_keys(outcome: Outcome, job: Job) -> None:
