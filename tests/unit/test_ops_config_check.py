@@ -36,7 +36,8 @@ def check(path: Path) -> tuple[int, list[str]]:
 def test_a_clean_config_passes(tmp_path: Path) -> None:
     code, lines = check(write(tmp_path, base(tmp_path)))
     assert code == 0, lines
-    assert lines == [f"{tmp_path / 'adapter.yaml'}: no problems (destinations: tamin; status service on 127.0.0.1:8090)"]
+    assert lines == [f"{tmp_path / 'adapter.yaml'}: no problems (destinations: tamin, tamin_pharmacy, tamin_paraclinic; "
+                     "status service on 127.0.0.1:8090)"]
 
 
 def test_every_problem_of_the_file_is_listed_with_key_and_fix(tmp_path: Path) -> None:
