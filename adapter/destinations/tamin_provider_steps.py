@@ -47,12 +47,22 @@ def served_prescription(session: Session, job: Job) -> dict[str, Any] | Outcome:
     reference = event["payload"].get("prescription") or {}
     if reference.get("tracking_code"):
         return {"tracking_code": str(reference["tracking_code"])}
-    found = create_result(session, PRESCRIBING, keys.served_prescription_key(event), "the prescription it serves")
+    prescription_key = keys.served_prescription_key(event)
+    found = create_result(session, PRESCRIBING, prescription_key, "the prescription it serves")
     if isinstance(found, Outcome):
         return found
+    if _changes_in_flight(session, prescription_key):
+        # serve the prescription as last edited: Tamin refuses an edit once a provider registered on it
+        return Outcome(OutcomeClass.waiting, "an edit or delete of the prescription it serves is not settled at Tamin yet")
     if not found.get("tracking_code"):
         return Outcome(OutcomeClass.invalid, "the prescription's create was accepted without a tracking code")
     return {"tracking_code": str(found["tracking_code"]), "head_id": found.get("head_id")}
+
+
+def _changes_in_flight(session: Session, prescription_key: str | None) -> bool:
+    return session.scalar(select(Submission.id).where(
+        Submission.destination == PRESCRIBING, Submission.subject_key == prescription_key,
+        Submission.operation != "create", Submission.state.in_(_OPEN)).limit(1)) is not None
 
 
 def as_number(value: str) -> int | str:

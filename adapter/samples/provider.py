@@ -48,6 +48,12 @@ def category_of(code: str) -> str:
     return "lab" if code.startswith("L-") else "imaging"
 
 
+def unit_of(code: str) -> str:
+    """The unit that takes the order: the lab, or one imaging modality (L, R, U, CT, MRI). Tamin
+    registers one service type per paraclinic request, so each modality gets its own order."""
+    return code.split("-", 1)[0]
+
+
 def ttac_code(rng: random.Random) -> str:
     return f"{rng.randrange(10**15, 10**16)}"
 
@@ -68,28 +74,29 @@ def dispense_event(envelope: Envelope, rng: random.Random, created: dict[str, An
 
 def paraclinic_events(envelope: Envelope, rng: random.Random, created: dict[str, Any],
                       at: Callable[[int], dt.datetime], event_prefix: str) -> list[dict[str, Any]]:
-    """One order per unit (lab, imaging) the prescription needs: requested, completed, and the lab's result."""
+    """One order per unit (the lab, each imaging modality) the prescription needs: requested,
+    completed, and the lab's result."""
     events: list[dict[str, Any]] = []
     diagnosis = rng.choice(DIAGNOSES)
-    for step, category in enumerate(sorted({category_of(i["code"]) for i in created["items"]})):
-        order_id = f"{category.upper()}-{created['prescription_id']}"
-        services = [{"code": i["code"], "quantity": i["quantity"]} for i in created["items"]
-                    if category_of(i["code"]) == category]
+    for step, unit in enumerate(sorted({unit_of(i["code"]) for i in created["items"]})):
+        order_id = f"{unit}-{created['prescription_id']}"
+        services = [{"code": i["code"], "quantity": i["quantity"]} for i in created["items"] if unit_of(i["code"]) == unit]
+        category = category_of(services[0]["code"])
         common = {"order_id": order_id, "category": category,
                   "prescription": {"prescription_id": created["prescription_id"]}, "visit_id": created["visit_id"],
                   "patient": created["patient"], "services": services, "diagnoses": [diagnosis]}
         requested_at, completed_at = at(3 * step), at(3 * step + 1)
         performer = LAB_PHYSICIAN if category == "lab" else RADIOLOGIST
-        events.append(envelope(f"{event_prefix}-{category}-req", "paraclinic.requested", requested_at,
+        events.append(envelope(f"{event_prefix}-{unit}-req", "paraclinic.requested", requested_at,
                                created["visit_id"], {**common, "requested_at": requested_at.isoformat(),
                                                      "ordering": created["prescriber"]}))
         done = {**common, "completed_at": completed_at.isoformat(), "performer": performer}
         if category == "imaging":
             done["report"] = "No acute abnormality."
-        events.append(envelope(f"{event_prefix}-{category}-done", "paraclinic.completed", completed_at,
+        events.append(envelope(f"{event_prefix}-{unit}-done", "paraclinic.completed", completed_at,
                                created["visit_id"], done))
-        observations = [{"code": code, "value": value, "unit": unit, "reference_range": ref, "interpretation": "normal"}
-                        for service in services for code, unit, ref, value in LAB_RESULTS.get(service["code"], [])]
+        observations = [{"code": code, "value": value, "unit": measure, "reference_range": ref, "interpretation": "normal"}
+                        for service in services for code, measure, ref, value in LAB_RESULTS.get(service["code"], [])]
         if observations:
             reported_at = at(3 * step + 2)
             events.append(envelope(f"{event_prefix}-lab-result", "lab.result", reported_at, created["visit_id"], {

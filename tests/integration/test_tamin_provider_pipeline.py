@@ -136,6 +136,24 @@ def test_dispense_by_prescription_id_is_registered_and_confirmed(make_app, sim: 
     assert sim.registry.stats()["duplicates"] == 0
 
 
+def test_a_dispense_serves_the_prescription_as_last_edited(make_app, sim: RecordingApp) -> None:
+    """The dispense waits for the edit too (Tamin refuses an edit once a pharmacy registered)."""
+    app = make_app()
+    edit = drug_rx(quantity=10)
+    edit.update(event_id="evt-RX-1-edit", event_type="prescription.updated")
+    receive(app, drug_rx(quantity=20), dispense("DSP-1", {"prescription_id": "RX-1"}, quantity=10), edit)
+    drain(app)
+    found = rows(app)
+    states = {key: row.state for key, row in found.items()}
+    assert states == {("tamin", "evt-RX-1"): "accepted", ("tamin", "evt-RX-1-edit"): "accepted",
+                      ("tamin_pharmacy", "evt-DSP-1"): "accepted"}, {k: r.last_error for k, r in found.items()}
+    edit_done = max(a.started_at + dt.timedelta(milliseconds=a.duration_ms)
+                    for a in attempts(app, found[("tamin", "evt-RX-1-edit")].id))
+    sent = [a for a in attempts(app, found[("tamin_pharmacy", "evt-DSP-1")].id) if a.request]
+    assert sent and min(a.started_at for a in sent) >= edit_done
+    assert sim.registry.stats()["duplicates"] == 0
+
+
 def test_dispense_by_tracking_code(make_app, sim: RecordingApp) -> None:
     app = make_app()
     receive(app, drug_rx("RX-9"))
