@@ -18,18 +18,29 @@ limit allows. Each answer is reported back to the circuit breaker. A submission 
 A create waits for earlier open submissions about the same record, except for an edit or
 delete of it: those wait for the create (they need its head id), so the create must not wait
 for them (a redelivery after a crash can store an edit before its create).
+
+Two ways to run it: ``run_once`` claims a batch, sends it and waits for all of it (tests, the
+demo); ``pump`` (the runner's loop) claims only as many as there are free send slots and returns
+at once, so a new event or a finished send is picked up without waiting for the slowest send of
+a batch. ``wake`` / ``wait_for_work`` connect it to intake. The hot path uses Core statements
+(no ORM unit of work): a claim is one candidate SELECT, one ``UPDATE ... RETURNING`` per seen
+state and one multi-row insert of audit rows; a settle is one conditional ``UPDATE``, the attempt
+row and the audit row (performance notes: docs/performance.md).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, exists, func, insert, or_, select, text, true, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from adapter.config import DispatchConfig, RetryConfig
@@ -40,8 +51,8 @@ from adapter.outage.breaker import Permit
 from adapter.outage.control import OutageControl
 from adapter.outage.records import settle_fallback
 from adapter.pipeline.policy import after_failure
-from adapter.store.audit import transition
-from adapter.store.models import Attempt, StateChange, Submission
+from adapter.store.audit import audit_rows, move, state_change
+from adapter.store.models import CLAIMABLE_STATES_SQL, Attempt, Submission
 from adapter.store.states import DUE_STATES, OPEN_STATES, State
 from adapter.store.types import utcnow
 
@@ -49,27 +60,103 @@ log = logging.getLogger(__name__)
 ACTOR = "dispatcher"
 _OPEN = [s.value for s in OPEN_STATES]
 _DUE = [s.value for s in DUE_STATES]
+_SUBMISSIONS = Submission.__table__
+_ATTEMPTS = Attempt.__table__
+_NEXT_AT = _SUBMISSIONS.c.next_attempt_at
+_DUE_NOW = text(f"submissions.{CLAIMABLE_STATES_SQL}")  # the index's own WHERE text: the planner then uses it
 
 
 # need the create's ids (a paraclinic confirm: its registration's): they wait for it, never the reverse
 _DEPENDENT_OPERATIONS = ("update", "cancel", "confirm")
+_JOB_COLUMNS = (Submission.id, Submission.event_id, Submission.destination, Submission.operation, Submission.params,
+                Submission.payload, Submission.principal, Submission.idempotency_key, Submission.ambiguous,
+                Submission.subject_key, Submission.after_key, Submission.attempts, Submission.result,
+                Submission.first_attempt_at)
 
 
-def _claimable(now: dt.datetime, abandoned_before: dt.datetime, probe: bool = False) -> Any:
-    """Due (or abandoned mid-send, lease out before ``abandoned_before``), and no earlier open
-    submission about the same record.
+@dataclass(frozen=True)
+class _Claim:
+    """What settling needs of the row as it was claimed (the row is not read again)."""
 
-    ``probe``: the destination's circuit is half-open -- waiting retries count as due now."""
-    earlier = aliased(Submission)
+    result: dict[str, Any] | None
+    first_attempt_at: dt.datetime | None
+
+
+def _blocked() -> Any:
+    """An earlier open submission about the same record (or the visit it belongs to) exists."""
+    earlier = aliased(Submission, name="earlier")
     waits_for_this = and_(Submission.operation == "create", earlier.operation.in_(_DEPENDENT_OPERATIONS),
                           earlier.subject_key == Submission.subject_key)
-    blocked = exists().where(
+    return exists().where(
         earlier.destination == Submission.destination, earlier.id < Submission.id, earlier.state.in_(_OPEN),
         or_(earlier.subject_key == Submission.subject_key, earlier.subject_key == Submission.after_key),
         ~waits_for_this)
-    waiting = Submission.state.in_(_DUE) if probe else and_(Submission.state.in_(_DUE), Submission.next_attempt_at <= now)
-    due = or_(waiting, and_(Submission.state == State.sending.value, Submission.lease_until < abandoned_before))
-    return and_(due, ~blocked)
+
+
+@functools.lru_cache(maxsize=None)
+def _candidate_queries(probe: bool, scope: str, postgres: bool) -> tuple[Any, Any]:
+    """The two claim queries (due, abandoned), built once: building them is most of their cost.
+    Parameters: ``now``, ``abandoned_before``, ``limit``, and ``destination`` (scope ``one``) or
+    ``destinations`` (scope ``many``; ``all`` has no filter)."""
+    mine: Any = {"one": Submission.destination == bindparam("destination"),
+                 "many": Submission.destination.in_(bindparam("destinations", expanding=True)),
+                 "all": true()}[scope]
+    blocked = _blocked()
+    due = select(Submission.id, Submission.state, Submission.next_attempt_at).where(_DUE_NOW, mine, ~blocked)
+    if not probe:
+        due = due.where(Submission.next_attempt_at <= bindparam("now", type_=_NEXT_AT.type))
+    abandoned = select(Submission.id, Submission.state, Submission.next_attempt_at).where(
+        Submission.state == State.sending.value, Submission.lease_until < bindparam("abandoned_before", type_=_NEXT_AT.type),
+        mine, ~blocked)
+    queries = []
+    for query in (due, abandoned):
+        query = query.order_by(Submission.next_attempt_at, Submission.id).limit(bindparam("limit", type_=Integer))
+        if postgres:
+            query = query.with_for_update(skip_locked=True, of=Submission)
+        queries.append(query)
+    return queries[0], queries[1]
+
+
+def _candidates(session: Session, destinations: list[str] | None, now: dt.datetime, abandoned_before: dt.datetime,
+                probe: bool, limit: int) -> list[tuple[int, str]]:
+    """(id, state) of up to ``limit`` claimable submissions, the longest due first: due (or
+    abandoned mid-send, lease out before ``abandoned_before``), and no earlier open submission
+    about the same record. ``probe``: the destination's circuit is half-open -- waiting retries
+    count as due now.
+
+    Due work is read through the partial index on open submissions (``ix_submissions_claim``),
+    so the query costs with the work that is open, not with the history the store keeps."""
+    scope = "all" if destinations is None else ("one" if len(destinations) == 1 else "many")
+    postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
+    params: dict[str, Any] = {"now": now, "abandoned_before": abandoned_before, "limit": limit}
+    if scope == "one":
+        params["destination"] = destinations[0]  # type: ignore[index]
+    elif scope == "many":
+        params["destinations"] = destinations
+    rows: list[Any] = []
+    for query in _candidate_queries(probe, scope, postgres):
+        rows += session.execute(query, params).all()
+    far = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+    rows.sort(key=lambda r: (r.next_attempt_at or far, r.id))
+    return [(r.id, r.state) for r in rows[:limit]]
+
+
+@functools.lru_cache(maxsize=None)
+def _take_statement(kind: str) -> Any:
+    """The claiming UPDATE for rows seen ``due``, seen due as ``probe``, or ``abandoned`` mid-send."""
+    moment = _NEXT_AT.type
+    guard = {"due": Submission.next_attempt_at <= bindparam("p_now", type_=moment),
+             "probe": Submission.next_attempt_at.is_not(None),
+             "abandoned": Submission.lease_until < bindparam("p_abandoned_before", type_=moment)}[kind]
+    values: dict[str, Any] = dict(
+        state=State.sending.value, lease_until=bindparam("p_lease_until", type_=moment),
+        lease_owner=bindparam("p_owner"), attempts=Submission.attempts + 1, updated_at=bindparam("p_now", type_=moment),
+        first_attempt_at=func.coalesce(Submission.first_attempt_at, bindparam("p_now", type_=moment)))
+    if kind == "abandoned":
+        values["ambiguous"] = True
+    return update(_SUBMISSIONS).where(Submission.id.in_(bindparam("ids", expanding=True)),
+                                      Submission.state == bindparam("seen"), guard) \
+        .values(**values).returning(*_JOB_COLUMNS)
 
 
 class Dispatcher:
@@ -79,12 +166,17 @@ class Dispatcher:
         self._sessions = sessions
         self._outages = outages
         self._permits: dict[int, Permit] = {}
+        self._claims: dict[int, _Claim] = {}
         self._destinations = destinations
         self._retry = retry
         self._config = config
         self._owner = owner
         self._clock = clock
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="send")
+        self._lock = threading.Condition()
+        self._in_flight = 0
+        self._work = threading.Event()
+        self._quiet_until: dict[str, float] = {}  # destination -> monotonic time: nothing was claimable
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -95,6 +187,52 @@ class Dispatcher:
         if jobs:
             list(self._pool.map(self._handle, jobs))
         return len(jobs)
+
+    # -- continuous mode (the runner) ---------------------------------------------------------
+    def pump(self) -> int:
+        """Claim up to the free send slots and start those sends without waiting; the number started.
+
+        While sends are in flight, a claim waits until a quarter of the slots are free, so a
+        saturated dispatcher claims in small batches instead of one row per finished send."""
+        workers = self._config.workers
+        with self._lock:
+            free, busy = workers - self._in_flight, self._in_flight
+        if free <= 0 or (busy and free < max(1, workers // 4)):
+            return 0
+        jobs = self._claim(min(free, self._config.batch_size), skip_quiet=True)
+        for job in jobs:
+            with self._lock:
+                self._in_flight += 1
+            future = self._pool.submit(self._handle, job)
+            future.add_done_callback(functools.partial(self._sent, job.destination))
+        return len(jobs)
+
+    def _sent(self, destination: str, _future: Future[None]) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._lock.notify_all()
+        self.wake([destination])  # a slot is free, and a successor may have become claimable
+
+    def wake(self, destinations: Iterable[str] | None = None) -> None:
+        """New work was committed for ``destinations`` (None: any): claim now rather than at the next poll."""
+        for name in (self._destinations if destinations is None else destinations):
+            self._quiet_until.pop(name, None)
+        self._work.set()
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Until ``wake``, a finished send, or ``timeout`` seconds."""
+        self._work.wait(timeout)
+        self._work.clear()
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Until every started send is settled; False if ``timeout`` passed first."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._in_flight == 0, timeout)
 
     def next_due_in(self) -> float | None:
         """Seconds until something becomes claimable (0 = now), None when nothing can become due.
@@ -117,8 +255,8 @@ class Dispatcher:
         now = self._clock()
         mine = Submission.destination == destination if destination is not None else Submission.id.is_not(None)
         with self._sessions() as session:
-            if session.scalar(select(Submission.id).where(_claimable(now, self._abandoned_before(now), probe), mine)
-                              .limit(1)) is not None:
+            if _candidates(session, None if destination is None else [destination], now, self._abandoned_before(now),
+                           probe, 1):
                 return 0.0
             upcoming = session.scalar(select(Submission.next_attempt_at).where(
                 Submission.state.in_(_DUE), mine).order_by(Submission.next_attempt_at).limit(1))
@@ -130,57 +268,71 @@ class Dispatcher:
         return max(0.0, (min(candidates) - now).total_seconds()) if candidates else None
 
     # -- claiming ---------------------------------------------------------------------------
-    def _claim(self) -> list[Job]:
+    def _claim(self, most: int | None = None, skip_quiet: bool = False) -> list[Job]:
+        """Claim up to ``most`` (default ``batch_size``) across the destinations.
+
+        ``skip_quiet`` (continuous mode): a destination whose last claim came back short is not
+        asked again until ``wake`` names it (intake stored work for it, one of its sends
+        finished) or ``poll_interval_s`` has passed (retries coming due, other processes)."""
+        most = most or self._config.batch_size
         if self._outages is None:
-            return self._claim_for(list(self._destinations), self._config.batch_size, False)
+            return self._claim_for(list(self._destinations), most, False)
         jobs: list[Job] = []
         for name in self._destinations:
-            plan = self._outages.plan(name, self._config.batch_size)
+            if skip_quiet and self._quiet_until.get(name, 0.0) > time.monotonic():
+                continue
+            plan = self._outages.plan(name, most - len(jobs))
             if not plan.permits:
                 continue
             claimed = self._claim_for([name], len(plan.permits), plan.probe)
             for job, permit in zip(claimed, plan.permits):
                 self._permits[job.submission_id] = permit
             self._outages.unused(name, plan.permits[len(claimed):], claimed_none_as_probe=plan.probe and not claimed)
+            if len(claimed) < len(plan.permits):
+                self._quiet_until[name] = time.monotonic() + self._config.poll_interval_s
             jobs += claimed
+            if len(jobs) >= most:
+                break
         return jobs
 
     def _claim_for(self, destinations: list[str], limit: int, probe: bool) -> list[Job]:
         now = self._clock()
         lease_until = now + dt.timedelta(seconds=self._config.lease_s)
         with self._sessions() as session:
-            query = select(Submission.id, Submission.state).where(_claimable(now, self._abandoned_before(now), probe)) \
-                .where(Submission.destination.in_(destinations)) \
-                .order_by(Submission.next_attempt_at, Submission.id).limit(limit)
-            if session.bind is not None and session.bind.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True, of=Submission)
-            candidates = session.execute(query).all()
-            jobs = [job for sid, state in candidates
-                    if (job := self._claim_one(session, sid, state, now, lease_until, probe))]
+            candidates = _candidates(session, destinations, now, self._abandoned_before(now), probe, limit)
+            if not candidates:
+                return []
+            order = {sid: i for i, (sid, _) in enumerate(candidates)}
+            rows: list[Any] = []
+            for seen_state in dict.fromkeys(state for _, state in candidates):
+                ids = [sid for sid, state in candidates if state == seen_state]
+                rows += self._take(session, ids, seen_state, now, lease_until, probe)
+            rows.sort(key=lambda r: order[r.id])
+            audit_rows(session, [state_change(r.event_id, r.id, seen, State.sending.value, ACTOR, reason)
+                                 for r, seen, reason in (self._claim_reason(r, candidates, probe) for r in rows)])
             session.commit()
-        return jobs
+        for row in rows:
+            self._claims[row.id] = _Claim(row.result, row.first_attempt_at)
+        return [self._job(row) for row in rows]
 
-    def _claim_one(self, session: Session, sid: int, seen_state: str, now: dt.datetime,
-                   lease_until: dt.datetime, probe: bool = False) -> Job | None:
-        abandoned = seen_state == State.sending.value
-        guard = Submission.lease_until < self._abandoned_before(now) if abandoned else (
-            Submission.next_attempt_at.is_not(None) if probe else Submission.next_attempt_at <= now)
-        claimed = session.execute(
-            update(Submission).where(Submission.id == sid, Submission.state == seen_state, guard)
-            .values(state=State.sending.value, lease_until=lease_until, lease_owner=self._owner,
-                    attempts=Submission.attempts + 1, updated_at=now,
-                    ambiguous=Submission.ambiguous | abandoned)
-            .execution_options(synchronize_session=False))
-        if claimed.rowcount != 1:
-            return None
-        row = session.get(Submission, sid, populate_existing=True)
-        assert row is not None
-        if row.first_attempt_at is None:
-            row.first_attempt_at = now
+    def _take(self, session: Session, ids: list[int], seen_state: str, now: dt.datetime, lease_until: dt.datetime,
+              probe: bool) -> list[Any]:
+        """Claim the rows still in ``seen_state`` (and still due): one conditional UPDATE ... RETURNING."""
+        kind = "abandoned" if seen_state == State.sending.value else ("probe" if probe else "due")
+        return list(session.execute(_take_statement(kind), {
+            "ids": ids, "seen": seen_state, "p_now": now, "p_lease_until": lease_until, "p_owner": self._owner,
+            "p_abandoned_before": self._abandoned_before(now)}).all())
+
+    @staticmethod
+    def _claim_reason(row: Any, candidates: list[tuple[int, str]], probe: bool) -> tuple[Any, str, str]:
+        seen = next(state for sid, state in candidates if sid == row.id)
+        abandoned = seen == State.sending.value
         reason = "lease expired mid-send: outcome unknown, will look it up first" if abandoned else f"attempt {row.attempts}"
         if probe and not abandoned:
             reason += " (probe: the destination's circuit is half-open)"
-        session.add(_audit(row, seen_state, State.sending.value, reason))
+        return row, seen, reason
+
+    def _job(self, row: Any) -> Job:
         return Job(submission_id=row.id, event_id=row.event_id, destination=row.destination, operation=row.operation,
                    params=row.params or {}, payload=row.payload, principal=row.principal or "",
                    idempotency_key=row.idempotency_key, ambiguous=row.ambiguous, subject_key=row.subject_key,
@@ -230,73 +382,83 @@ class Dispatcher:
         return prepared, destination.send(prepared)
 
     def _settle(self, job: Job, outcome: Outcome) -> None:
+        """Record the attempt and the new state in one transaction, if the claim is still ours."""
         now = self._clock()
+        claim = self._claims.pop(job.submission_id, None)
         with self._sessions() as session:
-            row = session.get(Submission, job.submission_id, with_for_update=True)
-            if row is None or row.lease_owner != self._owner or row.state != State.sending.value:
-                log.warning("submission %s was reclaimed while being sent; outcome kept as an attempt only", job.submission_id)
-                if row is not None:
-                    session.add(_attempt_row(job, outcome, now))
-                    session.commit()
-                    observe_attempt(job, outcome)
+            if claim is None:  # claimed by an earlier instance (tests), or the stash was lost: read it
+                claim = self._read_claim(session, job.submission_id)
+            to_state, reason, fields, paper = self._decide(job, claim, outcome, now)
+            if not move(session, job.submission_id, job.event_id, State.sending.value, to_state, actor=ACTOR,
+                        reason=reason, guard=[Submission.lease_owner == self._owner], lease_until=None,
+                        lease_owner=None, **fields):
+                self._reclaimed(session, job, outcome, now)
                 return
             if outcome.klass is not OutcomeClass.waiting:
-                session.add(_attempt_row(job, outcome, now))
-            self._apply(session, row, outcome, now)
+                session.execute(insert(_ATTEMPTS), [_attempt_row(job, outcome, now)])
+            if paper is not None:
+                accepted, why = paper
+                settle_fallback(session, job.submission_id, accepted=accepted, result=fields.get("result"), why=why,
+                                now=now)
             self._destinations[job.destination].on_result(session, job, outcome)
             session.commit()
         if outcome.klass is not OutcomeClass.waiting:
             observe_attempt(job, outcome)  # metrics + the attempt's log line, once it is recorded
 
-    def _apply(self, session: Session, row: Submission, outcome: Outcome, now: dt.datetime) -> None:
+    def _reclaimed(self, session: Session, job: Job, outcome: Outcome, now: dt.datetime) -> None:
+        log.warning("submission %s was reclaimed while being sent; outcome kept as an attempt only", job.submission_id)
+        if session.scalar(select(Submission.id).where(Submission.id == job.submission_id)) is None:
+            return
+        session.execute(insert(_ATTEMPTS), [_attempt_row(job, outcome, now)])
+        session.commit()
+        observe_attempt(job, outcome)
+
+    @staticmethod
+    def _read_claim(session: Session, submission_id: int) -> _Claim:
+        row = session.execute(select(Submission.result, Submission.first_attempt_at)
+                              .where(Submission.id == submission_id)).first()
+        return _Claim(row.result, row.first_attempt_at) if row is not None else _Claim(None, None)
+
+    def _decide(self, job: Job, claim: _Claim, outcome: Outcome,
+                now: dt.datetime) -> tuple[State, str, dict[str, Any], tuple[bool, str | None] | None]:
+        """The new state, the audit reason, the columns to set, and what becomes of a paper-fallback
+        record (None: untouched; (accepted, why))."""
         klass = outcome.klass
-        done = dict(lease_until=None, lease_owner=None)
         if klass is OutcomeClass.accepted:
-            transition(session, row, State.accepted, actor=ACTOR, reason=outcome.message or "accepted",
-                       result={**(row.result or {}), **outcome.result}, ambiguous=False, last_error=None,
-                       last_error_class=None, next_attempt_at=None, **done)
-            settle_fallback(session, row.id, accepted=True, result=row.result, now=now)
-        elif klass in (OutcomeClass.rejected, OutcomeClass.invalid):
+            return State.accepted, outcome.message or "accepted", dict(
+                result={**(claim.result or {}), **outcome.result}, ambiguous=False, last_error=None,
+                last_error_class=None, next_attempt_at=None), (True, None)
+        if klass in (OutcomeClass.rejected, OutcomeClass.invalid):
             state = State.rejected if klass is OutcomeClass.rejected else State.invalid
-            transition(session, row, state, actor=ACTOR, reason=outcome.message, last_error=outcome.message,
-                       last_error_class=klass.value, result={**(row.result or {}), **outcome.result},
-                       next_attempt_at=None, **done)
-            settle_fallback(session, row.id, accepted=False, why=f"{state.value}: {outcome.message}", now=now)
-        elif klass is OutcomeClass.waiting:
-            row.attempts -= 1  # waiting for a predecessor is not an attempt at the destination
-            transition(session, row, State.retry_wait, actor=ACTOR, reason=outcome.message, last_error=outcome.message,
-                       last_error_class=klass.value,
-                       next_attempt_at=now + dt.timedelta(seconds=self._config.wait_delay_s), **done)
-        else:
-            self._retry_or_dead(session, row, outcome, now, done)
+            return state, outcome.message, dict(
+                last_error=outcome.message, last_error_class=klass.value,
+                result={**(claim.result or {}), **outcome.result}, next_attempt_at=None), \
+                (False, f"{state.value}: {outcome.message}")
+        if klass is OutcomeClass.waiting:  # waiting for a predecessor is not an attempt at the destination
+            return State.retry_wait, outcome.message, dict(
+                attempts=Submission.attempts - 1, last_error=outcome.message, last_error_class=klass.value,
+                next_attempt_at=now + dt.timedelta(seconds=self._config.wait_delay_s)), None
+        return self._retry_or_dead(job, claim, outcome, now)
 
-    def _retry_or_dead(self, session: Session, row: Submission, outcome: Outcome, now: dt.datetime,
-                       done: dict[str, Any]) -> None:
-        policy = self._retry[row.destination]
-        decision = after_failure(policy, row.attempts, row.first_attempt_at or now, now, outcome.retry_after_s)
-        ambiguous = row.ambiguous or outcome.klass is OutcomeClass.ambiguous
+    def _retry_or_dead(self, job: Job, claim: _Claim, outcome: Outcome,
+                       now: dt.datetime) -> tuple[State, str, dict[str, Any], tuple[bool, str | None] | None]:
+        policy = self._retry[job.destination]
+        decision = after_failure(policy, job.attempts, claim.first_attempt_at or now, now, outcome.retry_after_s)
+        ambiguous = job.ambiguous or outcome.klass is OutcomeClass.ambiguous
         message = f"{outcome.klass.value}: {outcome.message}"
+        failed = dict(last_error=message, last_error_class=outcome.klass.value, ambiguous=ambiguous)
         if decision.dead:
-            transition(session, row, State.dead, actor=ACTOR, reason=f"{message}; {decision.why}", last_error=message,
-                       last_error_class=outcome.klass.value, ambiguous=ambiguous, next_attempt_at=None, **done)
-            settle_fallback(session, row.id, accepted=False, why=f"dead: {message}; {decision.why}", now=now)
-        else:
-            next_at, why = decision.next_attempt_at, decision.why
-            if outcome.klass is OutcomeClass.ambiguous and next_at is not None and next_at < now + self._grace:
-                # the insurer may still be applying the unanswered request: look it up only after the grace
-                next_at, why = now + self._grace, f"look up in {self._config.ambiguous_grace_s:.0f}s (no answer came)"
-            transition(session, row, State.retry_wait, actor=ACTOR, reason=f"{message}; {why}",
-                       last_error=message, last_error_class=outcome.klass.value, ambiguous=ambiguous,
-                       next_attempt_at=next_at, **done)
+            return State.dead, f"{message}; {decision.why}", dict(failed, next_attempt_at=None), \
+                (False, f"dead: {message}; {decision.why}")
+        next_at, why = decision.next_attempt_at, decision.why
+        if outcome.klass is OutcomeClass.ambiguous and next_at is not None and next_at < now + self._grace:
+            # the insurer may still be applying the unanswered request: look it up only after the grace
+            next_at, why = now + self._grace, f"look up in {self._config.ambiguous_grace_s:.0f}s (no answer came)"
+        return State.retry_wait, f"{message}; {why}", dict(failed, next_attempt_at=next_at), None
 
 
-def _audit(row: Submission, from_state: str, to_state: str, reason: str) -> StateChange:
-    return StateChange(event_id=row.event_id, submission_id=row.id, from_state=from_state, to_state=to_state,
-                       actor=ACTOR, reason=reason)
-
-
-def _attempt_row(job: Job, outcome: Outcome, now: dt.datetime) -> Attempt:
-    return Attempt(submission_id=job.submission_id, number=job.attempts,
-                   started_at=now - dt.timedelta(milliseconds=outcome.duration_ms), duration_ms=outcome.duration_ms,
-                   outcome=outcome.klass.value, request=outcome.request,
-                   response={**outcome.response, **({"message": outcome.message} if outcome.message else {})})
+def _attempt_row(job: Job, outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
+    return dict(submission_id=job.submission_id, number=job.attempts,
+                started_at=now - dt.timedelta(milliseconds=outcome.duration_ms), duration_ms=outcome.duration_ms,
+                outcome=outcome.klass.value, request=outcome.request,
+                response={**outcome.response, **({"message": outcome.message} if outcome.message else {})})

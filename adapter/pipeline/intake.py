@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,12 +30,14 @@ from adapter.mapping import MappingError, MappingSet
 from adapter.ops.redact import pseudonym
 from adapter.outage import records as outage_records
 from adapter.pipeline import keys
-from adapter.store.audit import record_event_state
-from adapter.store.models import FallbackRecord, InboxEvent, StateChange, Submission
+from adapter.store.audit import audit_rows, state_change
+from adapter.store.models import FallbackRecord, InboxEvent, Submission
 from adapter.store.states import EventStatus, State
 from adapter.store.types import utcnow
 
 ACTOR = "intake"
+_INBOX = InboxEvent.__table__
+_SUBMISSIONS = Submission.__table__
 
 
 class Received(str, Enum):
@@ -51,6 +53,7 @@ class IntakeResult:
     submissions: int = 0
     reason: str = ""
     fallbacks: int = 0  # paper-fallback records issued (their replies are due)
+    destinations: tuple[str, ...] = ()  # where the stored submissions go (the runner wakes the dispatcher for them)
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,9 @@ class Intake:
 
     def _store_invalid(self, raw: bytes, rejected: EventRejected) -> IntakeResult:
         event_id = rejected.event_id or body_fingerprint(raw)
-        row = InboxEvent(event_id=event_id, event_type=rejected.event_type, status=EventStatus.invalid.value,
-                         body=_storable(raw.decode("utf-8", "replace"))[:1_000_000],
-                         problems=[p.as_dict() for p in rejected.problems])
+        row = dict(event_id=event_id, event_type=rejected.event_type, status=EventStatus.invalid.value,
+                   body=_storable(raw.decode("utf-8", "replace"))[:1_000_000],
+                   problems=[p.as_dict() for p in rejected.problems])
         reason = str(rejected)[:2000]
         return self._insert(lambda: (row, []), reason) or IntakeResult(Received.invalid, event_id, reason=reason)
 
@@ -105,9 +108,9 @@ class Intake:
         mappings = self._routes(event)
         identifier = keys.patient_identifier(event)
 
-        def build() -> tuple[InboxEvent, list[Submission]]:  # fresh objects for each try
+        def build() -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fresh rows for each try
             submissions = [self._submission(event, mapping) for mapping in mappings]
-            row = InboxEvent(
+            row = dict(
                 event_id=event_id, event_type=event["event_type"],
                 status=(EventStatus.accepted if submissions else EventStatus.unrouted).value,
                 facility_siam_id=event["facility_siam_id"], source_system=event["source_system"],
@@ -119,31 +122,33 @@ class Intake:
 
         issued = [0]
 
-        def paper(session: Session, submissions: list[Submission]) -> None:
+        def paper(session: Session, submissions: list[dict[str, Any]]) -> None:
             issued[0] = self._issue_paper(session, event, submissions)
 
         wants_paper = self._fallback.enabled and event["event_type"] in FALLBACK_EVENT_TYPES
         done = self._insert(build, None, paper if wants_paper else None)
-        return done or IntakeResult(Received.stored, event_id, len(mappings), fallbacks=issued[0])
+        return done or IntakeResult(Received.stored, event_id, len(mappings), fallbacks=issued[0],
+                                    destinations=tuple(sorted({m.destination for m in mappings})))
 
     def _routes(self, event: dict[str, Any]) -> list[Any]:
         return [m for m in self._mappings.for_event(event["event_type"])
                 if m.destination in self._destinations and m.routes(event)]
 
-    def _submission(self, event: dict[str, Any], mapping: Any) -> Submission:
+    def _submission(self, event: dict[str, Any], mapping: Any) -> dict[str, Any]:
+        """The submission row's columns (columns left out get the table's defaults)."""
         common = dict(
             event_id=event["event_id"], destination=mapping.destination, operation=mapping.operation,
             mapping=mapping.name, subject_key=keys.subject_key(event), after_key=keys.after_key(event),
             principal=self._principal(event, mapping.destination),
             idempotency_key=keys.idempotency_key(event["event_id"], mapping.destination, mapping.operation),
-            next_attempt_at=utcnow(),
+            next_attempt_at=utcnow(), last_error=None, last_error_class=None,
         )
         try:
             mapped = mapping.apply(event)
         except MappingError as exc:
-            return Submission(**common, state=State.invalid.value,
-                              last_error="; ".join(str(p) for p in exc.problems)[:4000], last_error_class="mapping")
-        return Submission(**common, state=State.pending.value, params=mapped.params, payload=mapped.body)
+            return dict(common, state=State.invalid.value,
+                        last_error="; ".join(str(p) for p in exc.problems)[:4000], last_error_class="mapping")
+        return dict(common, state=State.pending.value, params=mapped.params, payload=mapped.body)
 
     def _principal(self, event: dict[str, Any], destination: str) -> str | None:
         if self._principal_mode.get(destination) == "prescriber":
@@ -153,40 +158,44 @@ class Intake:
     def _insert(self, build: Any, reason: str | None, extra: Any = None) -> IntakeResult | None:
         """Commit the event and its submissions (and what ``extra`` adds in the same transaction),
         or count a duplicate receipt. None means stored. A clash on a fallback number (another
-        process took it) is retried with the next number."""
+        process took it) is retried with the next number.
+
+        Core statements, no ORM unit of work: this runs once per message on the consumer thread."""
         for attempt in range(_NUMBER_RETRIES):
             row, submissions = build()
             with self._sessions() as session:
-                if session.get(InboxEvent, row.event_id) is not None:
-                    return self._count_duplicate(session, row.event_id)
-                session.add(row)
-                session.flush()
-                record_event_state(session, row.event_id, row.status, actor=ACTOR, reason=reason)
-                for submission in submissions:
-                    session.add(submission)
-                session.flush()
-                for submission in submissions:
-                    session.add(StateChange(event_id=row.event_id, submission_id=submission.id, from_state=None,
-                                            to_state=submission.state, actor=ACTOR, reason=submission.last_error))
+                if session.execute(select(InboxEvent.event_id).where(InboxEvent.event_id == row["event_id"])).first():
+                    return self._count_duplicate(session, row["event_id"])
+                self._write(session, row, submissions, reason)
                 if extra is not None:
                     extra(session, submissions)
                 try:
                     session.commit()
                 except IntegrityError:
                     session.rollback()
-                    if extra is None or attempt == _NUMBER_RETRIES - 1 or \
-                            session.get(InboxEvent, row.event_id) is not None:
-                        return self._count_duplicate(session, row.event_id)
+                    if extra is None or attempt == _NUMBER_RETRIES - 1 or session.execute(
+                            select(InboxEvent.event_id).where(InboxEvent.event_id == row["event_id"])).first():
+                        return self._count_duplicate(session, row["event_id"])
                     continue
             return None
         return None
 
-    def _issue_paper(self, session: Session, event: dict[str, Any], submissions: list[Submission]) -> int:
-        """One paper-fallback record per destination in outage (its create submission). The count."""
-        by_destination: dict[str, Submission] = {}
+    @staticmethod
+    def _write(session: Session, row: dict[str, Any], submissions: list[dict[str, Any]], reason: str | None) -> None:
+        """The inbox row, the submissions (each gets its ``id``), and the audit rows."""
+        event_id = row["event_id"]
+        session.execute(insert(_INBOX), row)
         for submission in submissions:
-            if submission.operation == "create" or submission.destination not in by_destination:
-                by_destination[submission.destination] = submission
+            submission["id"] = session.execute(insert(_SUBMISSIONS).returning(_SUBMISSIONS.c.id), submission).scalar_one()
+        audit_rows(session, [state_change(event_id, None, None, row["status"], ACTOR, reason)] + [
+            state_change(event_id, s["id"], None, s["state"], ACTOR, s["last_error"]) for s in submissions])
+
+    def _issue_paper(self, session: Session, event: dict[str, Any], submissions: list[dict[str, Any]]) -> int:
+        """One paper-fallback record per destination in outage (its create submission). The count."""
+        by_destination: dict[str, dict[str, Any]] = {}
+        for submission in submissions:
+            if submission["operation"] == "create" or submission["destination"] not in by_destination:
+                by_destination[submission["destination"]] = submission
         issued = 0
         now = utcnow()
         for destination, submission in sorted(by_destination.items()):
@@ -196,14 +205,14 @@ class Intake:
             day = outage_records.fallback_day(now, self._fallback.timezone)
             number = outage_records.next_fallback_no(session, self._fallback.number_prefix,
                                                      event["facility_siam_id"], day)
-            refused = submission.state != State.pending.value
+            refused = submission["state"] != State.pending.value
             session.add(FallbackRecord(
-                fallback_no=number, event_id=event["event_id"], submission_id=submission.id, destination=destination,
+                fallback_no=number, event_id=event["event_id"], submission_id=submission["id"], destination=destination,
                 outage_id=outage.id, facility_siam_id=event["facility_siam_id"],
                 prescription_id=event["payload"]["prescription_id"], reason=outage.reason, created_at=now,
                 state=outage_records.PAPER_CLAIM if refused else outage_records.ISSUED,
                 claimed_at=now if refused else None,
-                claim_reason=f"{submission.state}: {submission.last_error}" if refused else None))
+                claim_reason=f"{submission['state']}: {submission['last_error']}" if refused else None))
             session.flush()
             issued += 1
         return issued

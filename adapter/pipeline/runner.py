@@ -107,7 +107,7 @@ class Runner:
         self._depth_checked = 0.0
 
     def stop(self, *_: object) -> None:
-        self._stop.set()
+        self._stop.set()  # the dispatch loop sees it within poll_interval_s (no lock taken in a signal handler)
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -214,21 +214,27 @@ class Runner:
 
     # -- dispatch --------------------------------------------------------------------------
     def _dispatch_loop(self) -> None:
+        """Claim whenever a send slot is free and work may be there: woken by intake's commit and
+        by each finished send, else every ``poll_interval_s`` (retries becoming due, other processes)."""
+        dispatcher = self._app.dispatcher
         poll = self._app.config.dispatch.poll_interval_s
-        while not self._stop.is_set():
-            self.liveness.beat("dispatcher")
-            handled = self._app.dispatcher.run_once()
-            self.stats.dispatched += handled
-            self._progress()
-            if handled:
-                continue
-            if self._until_idle and self._is_idle():
-                log.info("idle: nothing queued or due")
-                return
-            self._stop.wait(poll)
+        try:
+            while not self._stop.is_set():
+                self.liveness.beat("dispatcher")
+                started = dispatcher.pump()
+                self.stats.dispatched += started
+                self._progress()
+                if started:
+                    continue
+                if self._until_idle and self._is_idle():
+                    log.info("idle: nothing queued or due")
+                    return
+                dispatcher.wait_for_work(poll)
+        finally:
+            dispatcher.wait_idle()  # the sends in flight are settled before the loop returns
 
     def _is_idle(self) -> bool:
-        if not self._broker_drained.is_set():
+        if not self._broker_drained.is_set() or self._app.dispatcher.in_flight:
             return False
         due_in = self._app.dispatcher.next_due_in()
         return due_in is None or due_in > self._idle_horizon_s
@@ -330,6 +336,8 @@ class Runner:
         metrics.event_received(result.outcome.value, result.fallbacks if result.outcome is Received.stored else 0)
         if result.outcome is Received.stored:
             self.stats.stored += 1
+            if result.submissions:
+                self._app.dispatcher.wake(result.destinations)
             if result.fallbacks:
                 self.stats.fallbacks += result.fallbacks
                 self._replies_due = True

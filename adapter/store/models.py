@@ -14,6 +14,11 @@ from adapter.store.at_rest import EncryptedJSON, EncryptedText
 from adapter.store.types import UTCDateTime, utcnow
 
 
+CLAIMABLE_STATES_SQL = "state IN ('pending', 'retry_wait')"
+"""The partial index ``ix_submissions_claim`` covers these rows; the dispatcher's claim query uses
+this very text, so SQLite and PostgreSQL both see that the index applies (migration 0007)."""
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
 
@@ -49,6 +54,8 @@ class Submission(Base):
         UniqueConstraint("event_id", "destination", "operation", name="uq_submission_event_dest_op"),
         Index("ix_submissions_due", "state", "next_attempt_at"),
         Index("ix_submissions_subject", "destination", "subject_key"),
+        Index("ix_submissions_claim", "destination", "next_attempt_at", "id",
+              sqlite_where=text(CLAIMABLE_STATES_SQL), postgresql_where=text(CLAIMABLE_STATES_SQL)),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
