@@ -26,10 +26,12 @@ def run_sim(tmp_path: Path, ditas_port: int) -> tuple[subprocess.Popen, int]:
         [sys.executable, "-m", "adapter", "sim", "--port", str(tamin_port), "--ditas-port", str(ditas_port),
          "--ditas-key-dir", str(tmp_path / "keys")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "300"})
+    ports = [tamin_port] + ([ditas_port] if ditas_port else [])  # DITAS starts after Tamin: wait for both
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            httpx.get(f"http://127.0.0.1:{tamin_port}/_sim/stats", timeout=1)
+            for port in ports:
+                httpx.get(f"http://127.0.0.1:{port}/_sim/stats", timeout=1)
             return process, tamin_port
         except httpx.HTTPError:
             time.sleep(0.2)
