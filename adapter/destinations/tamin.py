@@ -7,8 +7,6 @@ Paths come from config (pilot and production spell them differently); tokens fro
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +19,7 @@ from adapter.destinations import tamin_answers
 from adapter.destinations.auth import TokenCache, TokenError
 from adapter.destinations.classify import class_of_exception, class_of_status, retry_after_seconds
 from adapter.destinations.outcome import Outcome, OutcomeClass
+from adapter.destinations.routes import RouteNotFillable, body_summary, fill_route
 from adapter.ops.redact import redact_text
 
 DESTINATION = "tamin"
@@ -37,22 +36,7 @@ class TaminCall:
     deadline: float = float("inf")  # time.monotonic(): every request must be answered by then
 
 
-class CallNotPossible(Exception):
-    """The call cannot be built (a route needs a value the payload lacks): a config or mapping fault."""
-
-
-def _path(template: str, params: dict[str, Any]) -> str:
-    try:
-        return template.format_map({k: quote(str(v), safe="") for k, v in params.items() if v is not None})
-    except KeyError as exc:
-        raise CallNotPossible(f"route {template!r} needs {exc.args[0]!r}, which the mapping did not produce") from None
-
-
-def _body_summary(body: Any) -> dict[str, Any]:
-    if body is None:
-        return {}
-    raw = json.dumps(body, ensure_ascii=False, sort_keys=True).encode()
-    return {"body_bytes": len(raw), "body_sha256": hashlib.sha256(raw).hexdigest()[:16]}
+CallNotPossible = RouteNotFillable  # the call cannot be built: a config or mapping fault
 
 
 class TaminClient:
@@ -61,10 +45,10 @@ class TaminClient:
 
     def call(self, call: TaminCall) -> Outcome:
         template = getattr(self._config.routes, call.operation)
-        path = _path(template, call.params)
+        path = fill_route(template, call.params)
         outcome = self._exchange(_METHODS[call.operation], path, call.body, call.principal, call.idempotency_key,
                                  call.deadline)
-        outcome.request.update({"operation": call.operation, "route": template, **_body_summary(call.body)})
+        outcome.request.update({"operation": call.operation, "route": template, **body_summary(call.body)})
         if outcome.klass is not OutcomeClass.accepted or outcome.response.get("parsed") is None:
             outcome.response.pop("parsed", None)
             return outcome

@@ -9,11 +9,8 @@ status, body size and hash) is PHI-free, because the filled path carries a natio
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -21,27 +18,10 @@ from adapter.config import TaminProviderConfig
 from adapter.destinations.auth import TokenCache, TokenError
 from adapter.destinations.classify import class_of_exception, class_of_status, retry_after_seconds
 from adapter.destinations.outcome import Outcome, OutcomeClass
+from adapter.destinations.routes import body_summary, fill_route
 from adapter.ops.redact import redact_text
 
 _METHODS = {"fetch": "GET", "submit": "POST", "confirm": "POST"}
-
-
-class RouteNotFillable(Exception):
-    """A route template needs a value the call does not have: a config fault."""
-
-
-def fill_route(template: str, values: dict[str, Any]) -> str:
-    try:
-        return template.format_map({k: quote(str(v), safe="") for k, v in values.items() if v is not None})
-    except (KeyError, ValueError) as exc:
-        raise RouteNotFillable(f"route {template!r} needs {exc.args[0]!r}, which this call does not have") from None
-
-
-def body_summary(body: Any) -> dict[str, Any]:
-    if body is None:
-        return {}
-    raw = json.dumps(body, ensure_ascii=False, sort_keys=True).encode()
-    return {"body_bytes": len(raw), "body_sha256": hashlib.sha256(raw).hexdigest()[:16]}
 
 
 class ProviderClient:

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from adapter.destinations.base import Job
 from adapter.destinations.outcome import Outcome, OutcomeClass
 from adapter.destinations.tamin import DESTINATION as PRESCRIBING
-from adapter.destinations.tamin_provider import ProviderClient, RouteNotFillable
+from adapter.destinations.routes import RouteNotFillable
+from adapter.destinations.tamin_provider import ProviderClient
 from adapter.destinations.tamin_provider_answers import Fetched, problems_message, read_fetch
 from adapter.pipeline import keys
 from adapter.pipeline.intake import stored_event
