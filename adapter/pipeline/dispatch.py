@@ -40,8 +40,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, exists, func, insert, or_, select, text, true, update
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import Integer, Table, and_, bindparam, exists, func, insert, or_, select, text, true, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from adapter.config import DispatchConfig, RetryConfig
 from adapter.destinations.base import Destination, Job
@@ -52,7 +52,7 @@ from adapter.outage.control import OutageControl
 from adapter.outage.records import settle_fallback
 from adapter.pipeline.policy import after_failure
 from adapter.store.audit import audit_rows, move, state_change
-from adapter.store.models import CLAIMABLE_STATES_SQL, Attempt, Submission
+from adapter.store.models import CLAIMABLE_STATES_SQL, Attempt, FallbackRecord, Submission
 from adapter.store.states import DUE_STATES, OPEN_STATES, State
 from adapter.store.types import utcnow
 
@@ -60,18 +60,18 @@ log = logging.getLogger(__name__)
 ACTOR = "dispatcher"
 _OPEN = [s.value for s in OPEN_STATES]
 _DUE = [s.value for s in DUE_STATES]
-_SUBMISSIONS = Submission.__table__
-_ATTEMPTS = Attempt.__table__
+_SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
+_ATTEMPTS: Table = Attempt.__table__  # type: ignore[assignment]
 _NEXT_AT = _SUBMISSIONS.c.next_attempt_at
+_INSERT_ATTEMPT = insert(_ATTEMPTS)
+_FALLBACK_OF = select(FallbackRecord.__table__.c.id).where(FallbackRecord.__table__.c.submission_id == bindparam("sid"))
 _DUE_NOW = text(f"submissions.{CLAIMABLE_STATES_SQL}")  # the index's own WHERE text: the planner then uses it
 
 
 # need the create's ids (a paraclinic confirm: its registration's): they wait for it, never the reverse
 _DEPENDENT_OPERATIONS = ("update", "cancel", "confirm")
-_JOB_COLUMNS = (Submission.id, Submission.event_id, Submission.destination, Submission.operation, Submission.params,
-                Submission.payload, Submission.principal, Submission.idempotency_key, Submission.ambiguous,
-                Submission.subject_key, Submission.after_key, Submission.attempts, Submission.result,
-                Submission.first_attempt_at)
+_JOB_COLUMNS = ("id", "event_id", "destination", "operation", "params", "payload", "principal", "idempotency_key",
+                "ambiguous", "subject_key", "after_key", "attempts", "result", "first_attempt_at")
 
 
 @dataclass(frozen=True)
@@ -84,45 +84,48 @@ class _Claim:
 
 def _blocked() -> Any:
     """An earlier open submission about the same record (or the visit it belongs to) exists."""
-    earlier = aliased(Submission, name="earlier")
-    waits_for_this = and_(Submission.operation == "create", earlier.operation.in_(_DEPENDENT_OPERATIONS),
-                          earlier.subject_key == Submission.subject_key)
+    s, earlier = _SUBMISSIONS, _SUBMISSIONS.alias("earlier")
+    waits_for_this = and_(s.c.operation == "create", earlier.c.operation.in_(_DEPENDENT_OPERATIONS),
+                          earlier.c.subject_key == s.c.subject_key)
     return exists().where(
-        earlier.destination == Submission.destination, earlier.id < Submission.id, earlier.state.in_(_OPEN),
-        or_(earlier.subject_key == Submission.subject_key, earlier.subject_key == Submission.after_key),
+        earlier.c.destination == s.c.destination, earlier.c.id < s.c.id, earlier.c.state.in_(_OPEN),
+        or_(earlier.c.subject_key == s.c.subject_key, earlier.c.subject_key == s.c.after_key),
         ~waits_for_this)
 
 
 @functools.lru_cache(maxsize=None)
-def _candidate_queries(probe: bool, scope: str, postgres: bool) -> tuple[Any, Any]:
-    """The two claim queries (due, abandoned), built once: building them is most of their cost.
-    Parameters: ``now``, ``abandoned_before``, ``limit``, and ``destination`` (scope ``one``) or
-    ``destinations`` (scope ``many``; ``all`` has no filter)."""
-    mine: Any = {"one": Submission.destination == bindparam("destination"),
-                 "many": Submission.destination.in_(bindparam("destinations", expanding=True)),
+def _candidate_queries(probe: bool, scope: str, postgres: bool, abandoned: bool) -> list[Any]:
+    """The claim queries (due, and abandoned when asked), built once: building them is most of
+    their cost. Parameters: ``now``, ``abandoned_before``, ``limit``, and ``destination`` (scope
+    ``one``) or ``destinations`` (scope ``many``; ``all`` has no filter)."""
+    s, moment = _SUBMISSIONS, _NEXT_AT.type
+    mine: Any = {"one": s.c.destination == bindparam("destination"),
+                 "many": s.c.destination.in_(bindparam("destinations", expanding=True)),
                  "all": true()}[scope]
     blocked = _blocked()
-    due = select(Submission.id, Submission.state, Submission.next_attempt_at).where(_DUE_NOW, mine, ~blocked)
+    due = select(s.c.id, s.c.state, s.c.next_attempt_at).where(_DUE_NOW, mine, ~blocked)
     if not probe:
-        due = due.where(Submission.next_attempt_at <= bindparam("now", type_=_NEXT_AT.type))
-    abandoned = select(Submission.id, Submission.state, Submission.next_attempt_at).where(
-        Submission.state == State.sending.value, Submission.lease_until < bindparam("abandoned_before", type_=_NEXT_AT.type),
-        mine, ~blocked)
-    queries = []
-    for query in (due, abandoned):
-        query = query.order_by(Submission.next_attempt_at, Submission.id).limit(bindparam("limit", type_=Integer))
+        due = due.where(s.c.next_attempt_at <= bindparam("now", type_=moment))
+    queries = [due]
+    if abandoned:
+        queries.append(select(s.c.id, s.c.state, s.c.next_attempt_at).where(
+            s.c.state == State.sending.value, s.c.lease_until < bindparam("abandoned_before", type_=moment),
+            mine, ~blocked))
+    built = []
+    for query in queries:
+        query = query.order_by(s.c.next_attempt_at, s.c.id).limit(bindparam("limit", type_=Integer))
         if postgres:
-            query = query.with_for_update(skip_locked=True, of=Submission)
-        queries.append(query)
-    return queries[0], queries[1]
+            query = query.with_for_update(skip_locked=True, of=s)
+        built.append(query)
+    return built
 
 
 def _candidates(session: Session, destinations: list[str] | None, now: dt.datetime, abandoned_before: dt.datetime,
-                probe: bool, limit: int) -> list[tuple[int, str]]:
-    """(id, state) of up to ``limit`` claimable submissions, the longest due first: due (or
-    abandoned mid-send, lease out before ``abandoned_before``), and no earlier open submission
-    about the same record. ``probe``: the destination's circuit is half-open -- waiting retries
-    count as due now.
+                probe: bool, limit: int, abandoned: bool = True) -> list[tuple[int, str]]:
+    """(id, state) of up to ``limit`` claimable submissions, the longest due first: due (or, when
+    ``abandoned``, abandoned mid-send: lease out before ``abandoned_before``), and no earlier open
+    submission about the same record. ``probe``: the destination's circuit is half-open --
+    waiting retries count as due now.
 
     Due work is read through the partial index on open submissions (``ix_submissions_claim``),
     so the query costs with the work that is open, not with the history the store keeps."""
@@ -133,9 +136,10 @@ def _candidates(session: Session, destinations: list[str] | None, now: dt.dateti
         params["destination"] = destinations[0]  # type: ignore[index]
     elif scope == "many":
         params["destinations"] = destinations
+    connection = session.connection()
     rows: list[Any] = []
-    for query in _candidate_queries(probe, scope, postgres):
-        rows += session.execute(query, params).all()
+    for query in _candidate_queries(probe, scope, postgres, abandoned):
+        rows += connection.execute(query, params).all()
     far = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
     rows.sort(key=lambda r: (r.next_attempt_at or far, r.id))
     return [(r.id, r.state) for r in rows[:limit]]
@@ -144,19 +148,18 @@ def _candidates(session: Session, destinations: list[str] | None, now: dt.dateti
 @functools.lru_cache(maxsize=None)
 def _take_statement(kind: str) -> Any:
     """The claiming UPDATE for rows seen ``due``, seen due as ``probe``, or ``abandoned`` mid-send."""
-    moment = _NEXT_AT.type
-    guard = {"due": Submission.next_attempt_at <= bindparam("p_now", type_=moment),
-             "probe": Submission.next_attempt_at.is_not(None),
-             "abandoned": Submission.lease_until < bindparam("p_abandoned_before", type_=moment)}[kind]
+    s, moment = _SUBMISSIONS, _NEXT_AT.type
+    guard = {"due": s.c.next_attempt_at <= bindparam("p_now", type_=moment),
+             "probe": s.c.next_attempt_at.is_not(None),
+             "abandoned": s.c.lease_until < bindparam("p_abandoned_before", type_=moment)}[kind]
     values: dict[str, Any] = dict(
         state=State.sending.value, lease_until=bindparam("p_lease_until", type_=moment),
-        lease_owner=bindparam("p_owner"), attempts=Submission.attempts + 1, updated_at=bindparam("p_now", type_=moment),
-        first_attempt_at=func.coalesce(Submission.first_attempt_at, bindparam("p_now", type_=moment)))
+        lease_owner=bindparam("p_owner"), attempts=s.c.attempts + 1, updated_at=bindparam("p_now", type_=moment),
+        first_attempt_at=func.coalesce(s.c.first_attempt_at, bindparam("p_now", type_=moment)))
     if kind == "abandoned":
         values["ambiguous"] = True
-    return update(_SUBMISSIONS).where(Submission.id.in_(bindparam("ids", expanding=True)),
-                                      Submission.state == bindparam("seen"), guard) \
-        .values(**values).returning(*_JOB_COLUMNS)
+    return update(s).where(s.c.id.in_(bindparam("ids", expanding=True)), s.c.state == bindparam("seen"), guard) \
+        .values(**values).returning(*(s.c[c] for c in _JOB_COLUMNS))
 
 
 class Dispatcher:
@@ -177,6 +180,7 @@ class Dispatcher:
         self._in_flight = 0
         self._work = threading.Event()
         self._quiet_until: dict[str, float] = {}  # destination -> monotonic time: nothing was claimable
+        self._abandoned_asked: dict[str, float] = {}  # destination -> monotonic time of the last look
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -284,7 +288,7 @@ class Dispatcher:
             plan = self._outages.plan(name, most - len(jobs))
             if not plan.permits:
                 continue
-            claimed = self._claim_for([name], len(plan.permits), plan.probe)
+            claimed = self._claim_for([name], len(plan.permits), plan.probe, self._look_for_abandoned(name, skip_quiet))
             for job, permit in zip(claimed, plan.permits):
                 self._permits[job.submission_id] = permit
             self._outages.unused(name, plan.permits[len(claimed):], claimed_none_as_probe=plan.probe and not claimed)
@@ -295,11 +299,22 @@ class Dispatcher:
                 break
         return jobs
 
-    def _claim_for(self, destinations: list[str], limit: int, probe: bool) -> list[Job]:
+    def _look_for_abandoned(self, destination: str, continuous: bool) -> bool:
+        """Sends abandoned by a dead dispatcher surface only after lease_s + ambiguous_grace_s:
+        in continuous mode, asking for them once per ``poll_interval_s`` is soon enough."""
+        if not continuous:
+            return True
+        now = time.monotonic()
+        if now - self._abandoned_asked.get(destination, -1e9) < self._config.poll_interval_s:
+            return False
+        self._abandoned_asked[destination] = now
+        return True
+
+    def _claim_for(self, destinations: list[str], limit: int, probe: bool, abandoned: bool = True) -> list[Job]:
         now = self._clock()
         lease_until = now + dt.timedelta(seconds=self._config.lease_s)
         with self._sessions() as session:
-            candidates = _candidates(session, destinations, now, self._abandoned_before(now), probe, limit)
+            candidates = _candidates(session, destinations, now, self._abandoned_before(now), probe, limit, abandoned)
             if not candidates:
                 return []
             order = {sid: i for i, (sid, _) in enumerate(candidates)}
@@ -319,7 +334,7 @@ class Dispatcher:
               probe: bool) -> list[Any]:
         """Claim the rows still in ``seen_state`` (and still due): one conditional UPDATE ... RETURNING."""
         kind = "abandoned" if seen_state == State.sending.value else ("probe" if probe else "due")
-        return list(session.execute(_take_statement(kind), {
+        return list(session.connection().execute(_take_statement(kind), {
             "ids": ids, "seen": seen_state, "p_now": now, "p_lease_until": lease_until, "p_owner": self._owner,
             "p_abandoned_before": self._abandoned_before(now)}).all())
 
@@ -390,13 +405,12 @@ class Dispatcher:
                 claim = self._read_claim(session, job.submission_id)
             to_state, reason, fields, paper = self._decide(job, claim, outcome, now)
             if not move(session, job.submission_id, job.event_id, State.sending.value, to_state, actor=ACTOR,
-                        reason=reason, guard=[Submission.lease_owner == self._owner], lease_until=None,
-                        lease_owner=None, **fields):
+                        reason=reason, owner=self._owner, lease_until=None, lease_owner=None, **fields):
                 self._reclaimed(session, job, outcome, now)
                 return
             if outcome.klass is not OutcomeClass.waiting:
-                session.execute(insert(_ATTEMPTS), [_attempt_row(job, outcome, now)])
-            if paper is not None:
+                session.connection().execute(_INSERT_ATTEMPT, _attempt_row(job, outcome, now))
+            if paper is not None and _has_fallback(session, job.submission_id):
                 accepted, why = paper
                 settle_fallback(session, job.submission_id, accepted=accepted, result=fields.get("result"), why=why,
                                 now=now)
@@ -409,7 +423,7 @@ class Dispatcher:
         log.warning("submission %s was reclaimed while being sent; outcome kept as an attempt only", job.submission_id)
         if session.scalar(select(Submission.id).where(Submission.id == job.submission_id)) is None:
             return
-        session.execute(insert(_ATTEMPTS), [_attempt_row(job, outcome, now)])
+        session.connection().execute(_INSERT_ATTEMPT, _attempt_row(job, outcome, now))
         session.commit()
         observe_attempt(job, outcome)
 
@@ -436,7 +450,7 @@ class Dispatcher:
                 (False, f"{state.value}: {outcome.message}")
         if klass is OutcomeClass.waiting:  # waiting for a predecessor is not an attempt at the destination
             return State.retry_wait, outcome.message, dict(
-                attempts=Submission.attempts - 1, last_error=outcome.message, last_error_class=klass.value,
+                attempts=job.attempts - 1, last_error=outcome.message, last_error_class=klass.value,
                 next_attempt_at=now + dt.timedelta(seconds=self._config.wait_delay_s)), None
         return self._retry_or_dead(job, claim, outcome, now)
 
@@ -455,6 +469,11 @@ class Dispatcher:
             # the insurer may still be applying the unanswered request: look it up only after the grace
             next_at, why = now + self._grace, f"look up in {self._config.ambiguous_grace_s:.0f}s (no answer came)"
         return State.retry_wait, f"{message}; {why}", dict(failed, next_attempt_at=next_at), None
+
+
+def _has_fallback(session: Session, submission_id: int) -> bool:
+    """A paper-fallback record exists for the submission (most have none: asked without the ORM)."""
+    return session.connection().execute(_FALLBACK_OF, {"sid": submission_id}).first() is not None
 
 
 def _attempt_row(job: Job, outcome: Outcome, now: dt.datetime) -> dict[str, Any]:

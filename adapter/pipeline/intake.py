@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -63,6 +64,26 @@ class FallbackPolicy:
     timezone: str = "Asia/Tehran"
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """One message, parsed and routed: how to build its rows, and what storing it will report."""
+
+    event_id: str
+    outcome: Received
+    build: Callable[[], tuple[dict[str, Any], list[dict[str, Any]]]]
+    reason: str | None = None  # of the event's audit row (an invalid event's problems)
+    event: dict[str, Any] = field(default_factory=dict)
+    wants_paper: bool = False
+    submissions: int = 0
+    destinations: tuple[str, ...] = ()
+
+    def result(self, fallbacks: int) -> IntakeResult:
+        if self.outcome is Received.invalid:
+            return IntakeResult(Received.invalid, self.event_id, reason=self.reason or "")
+        return IntakeResult(Received.stored, self.event_id, self.submissions, fallbacks=fallbacks,
+                            destinations=self.destinations)
+
+
 FALLBACK_EVENT_TYPES = ("prescription.created",)
 _NUMBER_RETRIES = 5
 
@@ -78,12 +99,39 @@ class Intake:
         self._principal_mode = principal_mode  # destination -> "facility" | "prescriber"
 
     def receive(self, body: bytes | str) -> IntakeResult:
-        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
-        try:
-            event = parse_event(raw)
-        except EventRejected as rejected:
-            return self._store_invalid(raw, rejected)
-        return self._store_valid(raw, event.model_dump(mode="json"))
+        return self._store(self._plan(body))
+
+    def receive_many(self, bodies: list[bytes | str]) -> list[IntakeResult] | None:
+        """Store several messages in ONE transaction; the caller acks them only after this returns.
+
+        Same rows and outcomes as ``receive`` one by one, in order (a repeat of an event id, in
+        the store or earlier in the batch, is a duplicate receipt). None, with nothing stored,
+        when the batch clashed with another writer (a fallback number taken meanwhile): the
+        caller then stores the messages one by one, where that is retried."""
+        plans = [self._plan(body) for body in bodies]
+        with self._sessions() as session:
+            try:
+                results = self._write_all(session, plans)
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return None
+        return results
+
+    def _write_all(self, session: Session, plans: list[_Plan]) -> list[IntakeResult]:
+        ids = list({plan.event_id for plan in plans})
+        seen = set(session.connection().execute(select(_INBOX.c.event_id).where(_INBOX.c.event_id.in_(ids))).scalars())
+        results = []
+        for plan in plans:
+            if plan.event_id in seen:
+                _add_duplicate_receipt(session, plan.event_id)
+                results.append(IntakeResult(Received.duplicate, plan.event_id))
+                continue
+            seen.add(plan.event_id)
+            row, submissions = plan.build()
+            self._write(session, row, submissions, plan.reason)
+            results.append(plan.result(self._issue_paper(session, plan.event, submissions) if plan.wants_paper else 0))
+        return results
 
     def quarantine(self, body: bytes, error: str) -> IntakeResult:
         """Store a message that ``receive`` keeps failing on (a bug, not bad data) as an invalid
@@ -93,17 +141,34 @@ class Intake:
         except (ValueError, AttributeError, RecursionError):
             event_id = None
         problem = Problem("$", f"the adapter failed to store this message ({error}); quarantined for replay")
-        return self._store_invalid(body, EventRejected([problem], event_id, None))
+        return self._store(self._invalid(body, EventRejected([problem], event_id, None)))
 
-    def _store_invalid(self, raw: bytes, rejected: EventRejected) -> IntakeResult:
+    def _plan(self, body: bytes | str) -> _Plan:
+        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+        try:
+            event = parse_event(raw)
+        except EventRejected as rejected:
+            return self._invalid(raw, rejected)
+        return self._valid(raw, event.model_dump(mode="json"))
+
+    def _store(self, plan: _Plan) -> IntakeResult:
+        issued = [0]
+
+        def paper(session: Session, submissions: list[dict[str, Any]]) -> None:
+            issued[0] = self._issue_paper(session, plan.event, submissions)
+
+        done = self._insert(plan.build, plan.reason, paper if plan.wants_paper else None)
+        return done or plan.result(issued[0])
+
+    @staticmethod
+    def _invalid(raw: bytes, rejected: EventRejected) -> _Plan:
         event_id = rejected.event_id or body_fingerprint(raw)
         row = dict(event_id=event_id, event_type=rejected.event_type, status=EventStatus.invalid.value,
                    body=_storable(raw.decode("utf-8", "replace"))[:1_000_000],
                    problems=[p.as_dict() for p in rejected.problems])
-        reason = str(rejected)[:2000]
-        return self._insert(lambda: (row, []), reason) or IntakeResult(Received.invalid, event_id, reason=reason)
+        return _Plan(event_id, Received.invalid, lambda: (dict(row), []), reason=str(rejected)[:2000])
 
-    def _store_valid(self, raw: bytes, event: dict[str, Any]) -> IntakeResult:
+    def _valid(self, raw: bytes, event: dict[str, Any]) -> _Plan:
         event_id = event["event_id"]
         mappings = self._routes(event)
         identifier = keys.patient_identifier(event)
@@ -120,15 +185,9 @@ class Intake:
             )
             return row, submissions
 
-        issued = [0]
-
-        def paper(session: Session, submissions: list[dict[str, Any]]) -> None:
-            issued[0] = self._issue_paper(session, event, submissions)
-
         wants_paper = self._fallback.enabled and event["event_type"] in FALLBACK_EVENT_TYPES
-        done = self._insert(build, None, paper if wants_paper else None)
-        return done or IntakeResult(Received.stored, event_id, len(mappings), fallbacks=issued[0],
-                                    destinations=tuple(sorted({m.destination for m in mappings})))
+        return _Plan(event_id, Received.stored, build, event=event, wants_paper=wants_paper, submissions=len(mappings),
+                     destinations=tuple(sorted({m.destination for m in mappings})))
 
     def _routes(self, event: dict[str, Any]) -> list[Any]:
         return [m for m in self._mappings.for_event(event["event_type"])
@@ -219,10 +278,14 @@ class Intake:
 
     @staticmethod
     def _count_duplicate(session: Session, event_id: str) -> IntakeResult:
-        session.execute(update(InboxEvent).where(InboxEvent.event_id == event_id)
-                        .values(duplicate_receipts=InboxEvent.duplicate_receipts + 1))
+        _add_duplicate_receipt(session, event_id)
         session.commit()
         return IntakeResult(Received.duplicate, event_id)
+
+
+def _add_duplicate_receipt(session: Session, event_id: str) -> None:
+    session.execute(update(InboxEvent).where(InboxEvent.event_id == event_id)
+                    .values(duplicate_receipts=InboxEvent.duplicate_receipts + 1))
 
 
 def _storable(text: str) -> str:

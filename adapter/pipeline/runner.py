@@ -32,13 +32,14 @@ from kombu import Consumer
 from kombu.message import Message
 
 from adapter.app import App
-from adapter.broker.connection import connect, declare, event_queue, queue_depth
+from adapter.broker.connection import connect, declare, event_queue, is_embedded, queue_depth
 from adapter.ops import metrics
 from adapter.outage.replies import ReplyOutbox
 from adapter.pipeline.intake import IntakeResult, Received
 
 log = logging.getLogger(__name__)
 POISON_AFTER = 3  # failures of one message body before it is quarantined as an invalid event
+INTAKE_BATCH = 50  # deliveries already waiting that are stored in one transaction (at most broker.prefetch)
 
 
 def _digest(body: bytes) -> str:
@@ -105,6 +106,7 @@ class Runner:
         self.liveness = Liveness()
         self.status_server: object | None = None  # the status service while run() runs (None when off)
         self._depth_checked = 0.0
+        self._pending: list[Message] = []  # delivered, not yet stored (the consumer thread's)
 
     def stop(self, *_: object) -> None:
         self._stop.set()  # the dispatch loop sees it within poll_interval_s (no lock taken in a signal handler)
@@ -267,7 +269,8 @@ class Runner:
             connection.ensure_connection(max_retries=3)
             declare(connection, broker)
             channel = connection.channel()
-            with Consumer(channel, [event_queue(broker)], on_message=self._on_message, prefetch_count=broker.prefetch):
+            self._pending = []
+            with Consumer(channel, [event_queue(broker)], on_message=self._received, prefetch_count=broker.prefetch):
                 self.liveness.attached(True)
                 self._consuming = True
                 self._publish_replies(due=True)  # anything a crash left unpublished
@@ -275,11 +278,16 @@ class Runner:
                     self.liveness.beat("consumer")
                     try:
                         connection.drain_events(timeout=0.5)
+                        self._drain_ready(connection, min(broker.prefetch, INTAKE_BATCH))
                     except socket.timeout:
                         self._check_drained(connection)
+                    except Exception:
+                        self._pending = []  # not stored, not acked: the broker delivers them again
+                        raise
                     else:
                         if time.monotonic() - self._depth_checked > 5.0:  # busy: still report the depth now and then
                             self._check_drained(connection)
+                    self._store_pending()
                     self._publish_replies(self._replies_due)
                 self.liveness.attached(False)
             channel.close()  # unacked prefetched messages return to the queue
@@ -314,11 +322,41 @@ class Runner:
                   self._failures[key], type(exc).__name__, result.event_id)
         return result
 
-    def _on_message(self, message: Message) -> None:
-        """Store, then ack. A storage failure requeues the message and slows down; nothing is dropped."""
+    def _received(self, message: Message) -> None:
+        """A delivery: kept until ``_store_pending`` (the same drain cycle) stores and acks it."""
         self._broker_drained.clear()
         self.liveness.beat("delivery")
         self.stats.received += 1
+        self._pending.append(message)
+
+    def _drain_ready(self, connection: object, most: int) -> None:
+        """Take the deliveries that are already there (no waiting), up to ``most`` in hand."""
+        ready_timeout = 0 if is_embedded(self._app.config.broker.url) else 0.001
+        while len(self._pending) < most:
+            try:
+                connection.drain_events(timeout=ready_timeout)  # type: ignore[attr-defined]
+            except socket.timeout:
+                return
+
+    def _store_pending(self) -> None:
+        """Store what was delivered in one transaction, then ack each message. If the batch cannot
+        be stored as one, each message goes the one-by-one way (retries, poison quarantine)."""
+        batch, self._pending = self._pending, []
+        if len(batch) > 1:
+            try:
+                results = self._app.intake.receive_many([m.body for m in batch])
+            except Exception:  # e.g. a poison message: find it one by one
+                log.debug("batch of %d not stored as one; storing one by one", len(batch), exc_info=True)
+                results = None
+            if results is not None:
+                for message, result in zip(batch, results):
+                    self._stored(message, result)
+                return
+        for message in batch:
+            self._on_message(message)
+
+    def _on_message(self, message: Message) -> None:
+        """Store, then ack. A storage failure requeues the message and slows down; nothing is dropped."""
         try:
             result = self._app.intake.receive(message.body)
         except Exception as exc:
@@ -331,7 +369,12 @@ class Runner:
                 time.sleep(min(5.0, 0.5 * self.stats.intake_errors))
                 return
             result = quarantined
-        self._failures.pop(_digest(message.body), None)
+        self._stored(message, result)
+
+    def _stored(self, message: Message, result: IntakeResult) -> None:
+        """Committed: ack, count, and wake the dispatcher for the new submissions."""
+        if self._failures:
+            self._failures.pop(_digest(message.body), None)
         message.ack()
         metrics.event_received(result.outcome.value, result.fallbacks if result.outcome is Received.stored else 0)
         if result.outcome is Received.stored:

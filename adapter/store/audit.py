@@ -1,21 +1,25 @@
 """State changes: the only way a submission's state moves, so every move is audited.
 
 ``transition`` works on a loaded ORM row. ``move`` is the same on the dispatcher's hot path as
-one conditional Core ``UPDATE`` (the row must still be in the state the caller saw, plus any
-guard), so no row is loaded; ``audit_rows`` writes the audit rows of many moves in one statement.
+one conditional Core ``UPDATE`` (the row must still be in the state the caller saw, and still
+be leased by ``owner`` when given), so no row is loaded; ``audit_rows`` writes the audit rows of
+many moves in one statement. Both run on the session's connection, outside the ORM.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from adapter.store.models import StateChange, Submission
 from adapter.store.states import State
 from adapter.store.types import utcnow
+
+_SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
+_STATE_CHANGES: Table = StateChange.__table__  # type: ignore[assignment]
 
 
 def transition(session: Session, submission: Submission, to_state: State, *, actor: str, reason: str | None = None,
@@ -30,13 +34,29 @@ def transition(session: Session, submission: Submission, to_state: State, *, act
                             to_state=to_state.value, actor=actor, reason=reason))
 
 
+@functools.lru_cache(maxsize=64)
+def _move_statement(columns: tuple[str, ...], owned: bool) -> Any:
+    """UPDATE ... SET state, updated_at and ``columns`` WHERE id, state (and lease_owner): built once per shape."""
+    t = _SUBMISSIONS
+    where = [t.c.id == bindparam("w_id"), t.c.state == bindparam("w_state")]
+    if owned:
+        where.append(t.c.lease_owner == bindparam("w_owner"))
+    return update(t).where(*where).values({name: bindparam(f"v_{name}", type_=t.c[name].type)
+                                           for name in ("state", "updated_at", *columns)})
+
+
 def move(session: Session, submission_id: int, event_id: str, from_state: str, to_state: State, *, actor: str,
-         reason: str | None, guard: Iterable[Any] = (), **fields: Any) -> bool:
-    """Move one submission from ``from_state`` (and only if ``guard`` holds) to ``to_state``, with
-    column updates and the audit row; False, and nothing written, when the row no longer matches."""
-    moved = session.execute(
-        update(Submission.__table__).where(Submission.id == submission_id, Submission.state == from_state, *guard)
-        .values(state=to_state.value, updated_at=utcnow(), **fields))
+         reason: str | None, owner: str | None = None, **fields: Any) -> bool:
+    """Move one submission from ``from_state`` (and only while ``owner`` holds its lease, when
+    given) to ``to_state``, with plain column values and the audit row; False, and nothing
+    written, when the row no longer matches."""
+    names = tuple(sorted(fields))
+    params = {f"v_{name}": value for name, value in fields.items()}
+    params.update(w_id=submission_id, w_state=from_state, v_state=to_state.value, v_updated_at=utcnow())
+    if owner is not None:
+        params["w_owner"] = owner
+    connection = session.connection()
+    moved = connection.execute(_move_statement(names, owner is not None), params)
     if moved.rowcount != 1:
         return False
     audit_rows(session, [state_change(event_id, submission_id, from_state, to_state.value, actor, reason)])
@@ -52,7 +72,10 @@ def state_change(event_id: str, submission_id: int | None, from_state: str | Non
 def audit_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert audit rows made by ``state_change`` (one executemany)."""
     if rows:
-        session.execute(insert(StateChange.__table__), rows)
+        session.connection().execute(_INSERT_STATE_CHANGES, rows)
+
+
+_INSERT_STATE_CHANGES = insert(_STATE_CHANGES)
 
 
 def record_event_state(session: Session, event_id: str, status: str, *, actor: str, reason: str | None) -> None:
