@@ -39,6 +39,7 @@ from adapter.pipeline.intake import IntakeResult, Received
 
 log = logging.getLogger(__name__)
 POISON_AFTER = 3  # failures of one message body before it is quarantined as an invalid event
+EMBEDDED_POLL_S = 0.01  # the embedded queue is polled; each idle poll is one indexed SELECT
 INTAKE_BATCH = 50  # deliveries already waiting that are stored in one transaction (at most broker.prefetch)
 
 
@@ -266,6 +267,8 @@ class Runner:
     def _consume_session(self) -> None:
         broker = self._app.config.broker
         with connect(broker) as connection:
+            if is_embedded(broker.url):  # look for new messages every 10 ms, not kombu's 100 ms: latency
+                connection.transport_options["polling_interval"] = EMBEDDED_POLL_S
             connection.ensure_connection(max_retries=3)
             declare(connection, broker)
             channel = connection.channel()
