@@ -181,6 +181,7 @@ class Dispatcher:
         self._work = threading.Event()
         self._quiet_until: dict[str, float] = {}  # destination -> monotonic time: nothing was claimable
         self._abandoned_asked: dict[str, float] = {}  # destination -> monotonic time of the last look
+        self._wakes: dict[str, int] = {}  # destination -> wakes so far
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -220,6 +221,7 @@ class Dispatcher:
     def wake(self, destinations: Iterable[str] | None = None) -> None:
         """New work was committed for ``destinations`` (None: any): claim now rather than at the next poll."""
         for name in (self._destinations if destinations is None else destinations):
+            self._wakes[name] = self._wakes.get(name, 0) + 1  # a claim already under way must not go quiet
             self._quiet_until.pop(name, None)
         self._work.set()
 
@@ -285,6 +287,7 @@ class Dispatcher:
         for name in self._destinations:
             if skip_quiet and self._quiet_until.get(name, 0.0) > time.monotonic():
                 continue
+            wakes = self._wakes.get(name, 0)
             plan = self._outages.plan(name, most - len(jobs))
             if not plan.permits:
                 continue
@@ -292,7 +295,7 @@ class Dispatcher:
             for job, permit in zip(claimed, plan.permits):
                 self._permits[job.submission_id] = permit
             self._outages.unused(name, plan.permits[len(claimed):], claimed_none_as_probe=plan.probe and not claimed)
-            if len(claimed) < len(plan.permits):
+            if len(claimed) < len(plan.permits) and self._wakes.get(name, 0) == wakes:
                 self._quiet_until[name] = time.monotonic() + self._config.poll_interval_s
             jobs += claimed
             if len(jobs) >= most:

@@ -32,13 +32,14 @@ from adapter.ops.redact import pseudonym
 from adapter.outage import records as outage_records
 from adapter.pipeline import keys
 from adapter.store.audit import audit_rows, state_change
-from adapter.store.models import FallbackRecord, InboxEvent, Submission
+from adapter.store.models import FallbackRecord, InboxEvent, Outage, Submission
 from adapter.store.states import EventStatus, State
 from adapter.store.types import utcnow
 
 ACTOR = "intake"
 _INBOX = InboxEvent.__table__
 _SUBMISSIONS = Submission.__table__
+_OPEN_OUTAGE_DESTINATIONS = select(Outage.__table__.c.destination).where(Outage.__table__.c.ended_at.is_(None)).distinct()
 
 
 class Received(str, Enum):
@@ -122,6 +123,7 @@ class Intake:
         ids = list({plan.event_id for plan in plans})
         seen = set(session.connection().execute(select(_INBOX.c.event_id).where(_INBOX.c.event_id.in_(ids))).scalars())
         results = []
+        in_outage: set[str] | None = None  # read once, inside the write transaction
         for plan in plans:
             if plan.event_id in seen:
                 _add_duplicate_receipt(session, plan.event_id)
@@ -130,7 +132,11 @@ class Intake:
             seen.add(plan.event_id)
             row, submissions = plan.build()
             self._write(session, row, submissions, plan.reason)
-            results.append(plan.result(self._issue_paper(session, plan.event, submissions) if plan.wants_paper else 0))
+            issued = 0
+            if plan.wants_paper:
+                in_outage = _in_outage(session) if in_outage is None else in_outage
+                issued = self._issue_paper(session, plan.event, submissions, in_outage)
+            results.append(plan.result(issued))
         return results
 
     def quarantine(self, body: bytes, error: str) -> IntakeResult:
@@ -249,15 +255,21 @@ class Intake:
         audit_rows(session, [state_change(event_id, None, None, row["status"], ACTOR, reason)] + [
             state_change(event_id, s["id"], None, s["state"], ACTOR, s["last_error"]) for s in submissions])
 
-    def _issue_paper(self, session: Session, event: dict[str, Any], submissions: list[dict[str, Any]]) -> int:
-        """One paper-fallback record per destination in outage (its create submission). The count."""
+    def _issue_paper(self, session: Session, event: dict[str, Any], submissions: list[dict[str, Any]],
+                     in_outage: set[str] | None = None) -> int:
+        """One paper-fallback record per destination in outage (its create submission). The count.
+
+        ``in_outage``: the destinations with an open outage, if already read in this transaction."""
         by_destination: dict[str, dict[str, Any]] = {}
         for submission in submissions:
             if submission["operation"] == "create" or submission["destination"] not in by_destination:
                 by_destination[submission["destination"]] = submission
+        in_outage = _in_outage(session) if in_outage is None else in_outage
         issued = 0
         now = utcnow()
         for destination, submission in sorted(by_destination.items()):
+            if destination not in in_outage:
+                continue
             outage = outage_records.current_outage(session, destination)
             if outage is None:
                 continue
@@ -281,6 +293,11 @@ class Intake:
         _add_duplicate_receipt(session, event_id)
         session.commit()
         return IntakeResult(Received.duplicate, event_id)
+
+
+def _in_outage(session: Session) -> set[str]:
+    """Destinations with an open outage (one cheap Core query; almost always none)."""
+    return set(session.connection().execute(_OPEN_OUTAGE_DESTINATIONS).scalars())
 
 
 def _add_duplicate_receipt(session: Session, event_id: str) -> None:
