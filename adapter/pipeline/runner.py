@@ -283,14 +283,16 @@ class Runner:
                         connection.drain_events(timeout=0.5)
                         self._drain_ready(connection, min(broker.prefetch, INTAKE_BATCH))
                     except socket.timeout:
-                        self._check_drained(connection)
+                        self._check_drained(connection)  # nothing came, so nothing is pending
                     except Exception:
                         self._pending = []  # not stored, not acked: the broker delivers them again
                         raise
                     else:
+                        # stored before the depth is read: a delivered message no longer counts as
+                        # queued, and "drained" must not be seen while it is still in hand
+                        self._store_pending()
                         if time.monotonic() - self._depth_checked > 5.0:  # busy: still report the depth now and then
                             self._check_drained(connection)
-                    self._store_pending()
                     self._publish_replies(self._replies_due)
                 self.liveness.attached(False)
             channel.close()  # unacked prefetched messages return to the queue
