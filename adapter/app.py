@@ -46,11 +46,14 @@ class App:
     http: httpx.Client
     token_caches: dict[str, TokenCache]
     outages: OutageControl | None = None
+    intake_engine: Engine | None = None  # intake's own engine: durable commits before each ack
 
     def close(self) -> None:
         self.dispatcher.close()
         self.http.close()
         self.engine.dispose()
+        if self.intake_engine is not None:
+            self.intake_engine.dispose()
 
 
 def open_store(config: AdapterConfig) -> tuple[Engine, sessionmaker[Session]]:
@@ -177,7 +180,8 @@ def build(config: AdapterConfig) -> App:
     patient_key = load_key(config.secrets.patient_ref_key_env, config.secrets.token_key_file, source=config.source_file,
                            key_name="patient_ref_key")
     fallback = config.fallback
-    intake = Intake(sessions, mappings, set(destinations), patient_key,
+    intake_engine = make_engine(config.database.url, durable_commits=True)
+    intake = Intake(make_sessionmaker(intake_engine), mappings, set(destinations), patient_key,
                     {name: part.principal_mode for name, part in parts.items()},
                     FallbackPolicy(fallback.enabled, fallback.number_prefix, fallback.timezone))
     owner = f"{socket.gethostname()}:{os.getpid()}"
@@ -186,4 +190,4 @@ def build(config: AdapterConfig) -> App:
     dispatcher = Dispatcher(sessions, destinations, {name: part.retry for name, part in parts.items()},
                             config.dispatch, owner, outages=outages)
     return App(config, engine, sessions, mappings, intake, dispatcher, http,
-               {name: part.cache for name, part in parts.items()}, outages)
+               {name: part.cache for name, part in parts.items()}, outages, intake_engine)

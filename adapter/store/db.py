@@ -13,13 +13,15 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each WAL checkpoint; safe with WAL
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(synchronous: str) -> Any:
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+    return apply
 
 
 def _ensure_sqlite_folder(url: str) -> None:
@@ -28,12 +30,18 @@ def _ensure_sqlite_folder(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine; a SQLite file's folder is created, WAL is switched on."""
+def make_engine(url: str, durable_commits: bool = False) -> Engine:
+    """Create the engine; a SQLite file's folder is created, WAL is switched on.
+
+    SQLite in WAL mode with ``synchronous=NORMAL`` survives a crash of the process but may lose
+    the last commits on a power cut. That is fine for the dispatcher (a lost settle leaves a
+    submission ``sending``, which is looked up before any resend), not for intake, which acks the
+    broker after its commit: ``durable_commits`` gives intake ``synchronous=FULL`` (an fsync per
+    commit), so an acked event is on disk. PostgreSQL commits are durable by default."""
     if url.startswith("sqlite"):
         _ensure_sqlite_folder(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas("FULL" if durable_commits else "NORMAL"))
         return engine
     return create_engine(url, pool_size=16, max_overflow=8, pool_pre_ping=True)
 
