@@ -421,11 +421,15 @@ def test_insurer_down_circuit_paper_replies_then_drain_and_link(stack: Stack) ->
 
         stack.publish(during)
         created = [json.loads(line) for line in during if b'"prescription.created"' in line]
-        wait_until("fallback records", lambda: len(store_rows(stack, FallbackRecord)) >= len(created), stack=stack)
-        got = replies(config, len(created))
+        # records are issued in the intake transaction: once every event is stored, their set is final
+        wait_until("every event stored", lambda: len(store_rows(stack, InboxEvent)) == len(lines), stack=stack)
         issued = {r.fallback_no: r for r in store_rows(stack, FallbackRecord)}
-        assert len(issued) == len(created)
-        assert {r["event_id"] for r in got} == {e["event_id"] for e in created}
+        # every prescription stored during the outage has paper; under load, a prescription of the first
+        # batch may be stored only after the circuit opened, and then it has paper too
+        every_create = {json.loads(line)["event_id"] for line in lines if b'"prescription.created"' in line}
+        assert {e["event_id"] for e in created} <= {r.event_id for r in issued.values()} <= every_create
+        got = replies(config, len(issued))  # one reply per record, no more
+        assert sorted(r["event_id"] for r in got) == sorted(r.event_id for r in issued.values())
         for reply in got:
             assert set(reply) == {"type", "event_id", "prescription_id", "fallback_no", "destination", "reason",
                                   "issued_at"}
