@@ -72,6 +72,8 @@ class ProviderState:
     requests: dict[int, ProviderRequest] = field(default_factory=dict)
     next_request_id: int = 70_000_001
     submit_receipts: dict[str, int] = field(default_factory=dict)  # idempotency key -> submits received
+    submit_repeats: dict[str, int] = field(default_factory=dict)  # key -> submits after one that was not refused
+    resent_after_refusal: int = 0  # submits of a key every earlier submit of which was refused
     confirm_receipts: dict[str, int] = field(default_factory=dict)
     tokens_issued: int = 0
     rejections: int = 0
@@ -147,12 +149,14 @@ class ProviderDesk:
         with self._lock:
             state = self._state.provider
             if isinstance(body, dict) and body and key:
-                state.submit_receipts[key] = state.submit_receipts.get(key, 0) + 1
+                _count_receipt(state, key)
             try:
                 request = self._register(family, body if isinstance(body, dict) else {})
             except ProviderRefusal as refusal:
                 state.rejections += 1
                 return problems_answer(refusal)
+            if key:
+                state.submit_repeats.setdefault(key, 0)  # registered: any later submit of the key is a duplicate
             return ok_answer(data={**request.summary(), "finalDetailRegisterPrescs": [
                 {"code": line["code"], "count": line["count"], "itemPrice": line["price"]} for line in request.lines]})
 
@@ -214,7 +218,7 @@ class ProviderDesk:
     def provider_stats(self) -> dict[str, Any]:
         with self._lock:
             state = self._state.provider
-            duplicate = sorted(k for k, n in state.submit_receipts.items() if n > 1)
+            duplicate = sorted(k for k, n in state.submit_repeats.items() if n > 0)
             by_family: dict[str, int] = {}
             for request in state.requests.values():
                 by_family[request.family] = by_family.get(request.family, 0) + 1
@@ -222,8 +226,18 @@ class ProviderDesk:
                     "submit_receipts": sum(state.submit_receipts.values()),
                     "received_submissions": len(state.submit_receipts),
                     "confirm_receipts": sum(state.confirm_receipts.values()),
-                    "duplicate_submit_keys": duplicate, "tokens_issued": state.tokens_issued,
+                    "duplicate_submit_keys": duplicate, "resent_after_refusal": state.resent_after_refusal,
+                    "tokens_issued": state.tokens_issued,
                     "rejections": state.rejections}
+
+
+def _count_receipt(state: ProviderState, key: str) -> None:
+    """A submit received again after Tamin refused every earlier one registered nothing: a resend, not a duplicate."""
+    state.submit_receipts[key] = state.submit_receipts.get(key, 0) + 1
+    if key in state.submit_repeats:
+        state.submit_repeats[key] += 1
+    elif state.submit_receipts[key] > 1:
+        state.resent_after_refusal += 1
 
 
 def _int(value: Any) -> int:

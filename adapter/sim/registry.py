@@ -10,6 +10,11 @@ Two kinds of "key" are kept apart on purpose:
 * the **submission key** (the ``X-Idempotency-Key`` header, else the content key) is what
   the simulator counts receipts by, so a test can prove the adapter never sent one
   submission twice, even when the content check would not notice.
+
+A key received again after Tamin *refused* it (a business rejection: nothing was registered)
+is not a duplicate: that is what a lookup-then-resend after a lost answer does, and Tamin
+refuses it again. Such receipts are counted apart (``resent_after_refusal``); a key received
+again after a receipt that was not refused is a ``duplicate``.
 """
 
 from __future__ import annotations
@@ -177,6 +182,8 @@ class _State:
     next_item_id: int = 900_000_001
     creates: list[CreateRecord] = field(default_factory=list)
     receipts: dict[str, int] = field(default_factory=dict)  # submission key -> times received
+    repeats: dict[str, int] = field(default_factory=dict)  # key -> receipts after one that was not refused
+    resent_after_refusal: int = 0  # receipts of a key every earlier receipt of which was refused
     requests: list[dict[str, Any]] = field(default_factory=list)
     tokens_issued: int = 0
     rejections: int = 0
@@ -346,7 +353,7 @@ class TaminRegistry(ProviderDesk):
             content = rules.content_key(body)
             submission = idempotency_key or content
             if isinstance(body, dict) and body:
-                self._state.receipts[submission] = self._state.receipts.get(submission, 0) + 1
+                self._count_receipt(submission)
             record = CreateRecord(submission_key=submission, content_key=content, outcome="rejected")
             try:
                 rules.check_create(body, self._settings, today)
@@ -355,6 +362,7 @@ class TaminRegistry(ProviderDesk):
                 self._state.rejections += 1
                 self._state.creates.append(record)
                 return record
+            self._state.repeats.setdefault(submission, 0)  # not refused: any later receipt is a duplicate
             existing = self._live_duplicate(body, content)
             if existing is not None:
                 record.outcome = "duplicate"
@@ -368,6 +376,14 @@ class TaminRegistry(ProviderDesk):
             record.head_id, record.tracking_code = presc.head_id, presc.tracking_code
             self._state.creates.append(record)
             return record
+
+    def _count_receipt(self, key: str) -> None:
+        state = self._state
+        state.receipts[key] = state.receipts.get(key, 0) + 1
+        if key in state.repeats:
+            state.repeats[key] += 1
+        elif state.receipts[key] > 1:
+            state.resent_after_refusal += 1
 
     def _live_duplicate(self, body: dict[str, Any], content: str) -> Prescription | None:
         if body.get("patient") == rules.ANONYMOUS_PATIENT and not self._settings.duplicate_check_anonymous:
@@ -598,7 +614,7 @@ class TaminRegistry(ProviderDesk):
                 label = f"{entry['endpoint']} {entry['status']}"
                 responses[label] = responses.get(label, 0) + 1
             provider = self.provider_stats()
-            duplicate_keys = sorted([key for key, n in state.receipts.items() if n > 1]
+            duplicate_keys = sorted([key for key, n in state.repeats.items() if n > 0]
                                     + provider["duplicate_submit_keys"])
             return {
                 "requests": requests,
@@ -609,6 +625,7 @@ class TaminRegistry(ProviderDesk):
                 "received_submissions": len(state.receipts),
                 "duplicates": len(duplicate_keys),
                 "duplicate_keys": duplicate_keys,
+                "resent_after_refusal": state.resent_after_refusal + provider["resent_after_refusal"],
                 "duplicate_answers": sum(r.outcome == "duplicate" for r in state.creates),
                 "tokens_issued": state.tokens_issued,
                 "rejections": state.rejections,

@@ -419,3 +419,29 @@ def test_duplicate_event_is_stored_once(sample: SampleSet, sim: RecordingApp, ma
     assert len(subs) == 1 and subs[0].state == "accepted"
     assert len(sim_calls(sim, "create")) == 1
     assert sim.registry.stats()["duplicates"] == 0
+
+
+def test_refused_create_whose_answer_was_lost_is_resent_but_never_registered(sample: SampleSet, sim: RecordingApp,
+                                                                            make_app) -> None:
+    """The kill -9 case of the provider end-to-end test, made exact: Tamin refuses a create (unknown
+    patient) and the answer is lost. The lookup finds nothing registered, so the create is sent
+    again and refused again. That is a second receipt of one key, but nothing was registered twice:
+    the simulator reports it as a resend after a refusal, not as a duplicate."""
+    events = events_by_id(sample.lines)
+    refused = [e for e in events.values() if e["event_type"] == "prescription.created"
+               and patient_of(e) in set(sample.unknown_patients)][0]
+    visit = f"{refused['event_id'].rsplit('-rx', 1)[0]}-visit"
+    sim.registry.update_settings({"unknown_patients": set(sample.unknown_patients)})
+    app = make_app()
+    receive(app, lines_for(sample, visit, refused["event_id"]))
+    sim.registry.update_settings({"drop_response_after_apply": 1, "drop_endpoints": {"create"}})
+    drain(app)
+
+    create = by_event(app)[(refused["event_id"], "create")]
+    assert create.state == "rejected", (create.state, create.last_error)
+    assert [a.outcome for a in attempts_of(app, create.id)] == ["ambiguous", "rejected"]
+    assert len(sim_calls(sim, "create", create.idempotency_key)) == 2
+    stats = sim.registry.stats()
+    assert stats["prescriptions"] == 0
+    assert stats["duplicates"] == 0, stats["duplicate_keys"]
+    assert stats["resent_after_refusal"] == 1

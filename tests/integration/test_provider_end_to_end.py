@@ -117,10 +117,9 @@ def test_kill_9_while_registering_provider_requests_loses_nothing_and_registers_
     assert tamin_stats["provider"]["confirmed"] == to_register
     sepas_accepted = sum(states["accepted"] for (t, d), states in by_type.items() if d == "sepas")
     assert ditas_stats["saves"] == sepas_accepted
-    if tamin_stats["duplicates"]:  # left: the provider keys were asserted above, so these are prescribing calls
-        pytest.xfail("known issue (session note 2026-11-30): once in CI a prescribing request reached Tamin twice "
-                     f"after kill -9 in this mixed workload: {_trail(built.db_url, tamin_stats['duplicate_keys'])}")
-
+    # a create Tamin refused (unknown patient) that was in flight at the kill is looked up, not
+    # found, and sent again: counted as resent_after_refusal, never as a duplicate
+    assert tamin_stats["duplicates"] == 0, _trail(built.db_url, tamin_stats["duplicate_keys"])
 
 def _trail(db_url: str, keys: list[str]) -> list[tuple]:
     """What the store knows of submissions the simulator received twice (for the failure message)."""

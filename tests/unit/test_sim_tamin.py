@@ -315,6 +315,23 @@ def test_idempotency_key_counts_resends_exactly(api: httpx.Client) -> None:
     assert (s["duplicates"], s["duplicate_keys"], s["received_submissions"]) == (1, ["sub-1"], 2)
 
 
+def test_a_resend_of_a_refused_create_is_counted_apart_from_duplicates(api: httpx.Client) -> None:
+    """Refused (nothing registered), then sent again with the same key -- what a lookup then a resend
+    after a lost answer does: not a duplicate. Once a receipt of the key was not refused, the
+    next one is."""
+    faults(api, unknown_patients=[PATIENT])
+    for _ in range(2):
+        assert create(api, body(), headers={"X-Idempotency-Key": "sub-1"})["error_Code"] != ""
+    s = stats(api)
+    assert (s["duplicates"], s["resent_after_refusal"], s["prescriptions"]) == (0, 1, 0)
+    faults(api, unknown_patients=[])
+    assert create(api, body(), headers={"X-Idempotency-Key": "sub-1"})["error_Code"] == ""  # registered now
+    assert (stats(api)["duplicates"], stats(api)["resent_after_refusal"]) == (0, 2)
+    assert create(api, body(), headers={"X-Idempotency-Key": "sub-1"})["error_Code"] == "304"
+    s = stats(api)
+    assert (s["duplicates"], s["duplicate_keys"], s["resent_after_refusal"]) == (1, ["sub-1"], 2)
+
+
 # ----- edit / delete / lookup --------------------------------------------------------------
 def test_edit_once_then_refused(api: httpx.Client) -> None:
     head = create(api, body())["head_EPRSC_ID"]

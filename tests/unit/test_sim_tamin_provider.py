@@ -111,6 +111,20 @@ def test_business_rules_answer_problems(sim) -> None:
     assert missing["hasError"] is True and missing["problems"][0]["error_Code"] == 9900002
 
 
+def test_a_refused_register_sent_again_is_a_resend_not_a_duplicate(sim) -> None:
+    http, registry = sim
+    auth, head = token(http), prescription(http)
+    detail = fetch(http, auth, head["trackingCode"])["list"][0]["finalDetailsPresc"][0]["detailId"]
+    for _ in range(2):
+        assert post(http, POST_PRESC, auth, dispense_body(head, detail, 21), key="dsp-1")["hasError"] is True
+    stats = registry.stats()["provider"]
+    assert (stats["duplicate_submit_keys"], stats["resent_after_refusal"]) == ([], 1)
+    assert post(http, POST_PRESC, auth, dispense_body(head, detail, 5), key="dsp-1")["hasError"] is False
+    assert post(http, POST_PRESC, auth, dispense_body(head, detail, 5), key="dsp-1")["hasError"] is False
+    stats = registry.stats()
+    assert stats["provider"]["duplicate_submit_keys"] == ["dsp-1"] and stats["duplicates"] == 1
+
+
 def test_a_pharmacy_serves_drugs_only_and_a_paraclinic_centre_paraclinic_only(sim) -> None:
     http, _ = sim
     pharmacy, para = token(http), token(http, "paratest")
