@@ -132,7 +132,7 @@ class AdapterProcess:
         if profile is not None:
             self.profiler = subprocess.Popen(
                 [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(self.proc.pid), "--rate", "100",
-                 "--format", "raw", "--gil", "--nonblocking", "--output", str(profile)],
+                 "--format", "raw", *os.environ.get("BENCH_PYSPY_MODE", "--gil").split(), "--nonblocking", "--output", str(profile)],
                 stdout=open(config.parent / "py-spy.log", "a"), stderr=subprocess.STDOUT)
 
     def alive(self) -> bool:

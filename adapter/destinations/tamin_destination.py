@@ -1,11 +1,15 @@
 """Tamin as a dispatch destination: edits and deletes use the create's head id, prescriptions
-carry the visit's HID, eligibility answers are kept on the visit."""
+carry the visit's HID, eligibility answers are kept on the visit.
+
+The store is read and written here with Core statements on the session's connection: these run
+once or twice per send, and the ORM's identity map and flush cost more than the query
+(docs/performance.md)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from adapter.destinations.base import Job
@@ -13,8 +17,18 @@ from adapter.destinations.outcome import Outcome, OutcomeClass
 from adapter.destinations.tamin import DESTINATION, CallNotPossible, TaminCall, TaminClient
 from adapter.store.models import Submission, Visit
 from adapter.store.states import OPEN_STATES, State
+from adapter.store.types import utcnow
 
 _REFUSED = (State.rejected.value, State.invalid.value, State.dead.value)
+_OPEN = {s.value for s in OPEN_STATES}
+_SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
+_VISITS: Table = Visit.__table__  # type: ignore[assignment]
+_CREATE_OF = select(_SUBMISSIONS.c.id, _SUBMISSIONS.c.state, _SUBMISSIONS.c.result, _SUBMISSIONS.c.payload).where(
+    _SUBMISSIONS.c.destination == bindparam("destination"), _SUBMISSIONS.c.subject_key == bindparam("subject"),
+    _SUBMISSIONS.c.operation == "create").order_by(_SUBMISSIONS.c.id).limit(1)
+_VISIT_KEY = (_VISITS.c.facility_siam_id == bindparam("w_facility"), _VISITS.c.visit_id == bindparam("w_visit"),
+              _VISITS.c.destination == bindparam("w_destination"))
+_VISIT_HID = select(_VISITS.c.hid, _VISITS.c.eligible).where(*_VISIT_KEY)
 
 
 class TaminDestination:
@@ -34,10 +48,9 @@ class TaminDestination:
         return job
 
     def _with_create_ids(self, session: Session, job: Job) -> Job | Outcome:
-        create = session.scalar(select(Submission).where(
-            Submission.destination == job.destination, Submission.subject_key == job.subject_key,
-            Submission.operation == "create").order_by(Submission.id).limit(1))
-        if create is None or create.state in {s.value for s in OPEN_STATES}:
+        create = session.connection().execute(_CREATE_OF, {"destination": job.destination,
+                                                           "subject": job.subject_key}).first()
+        if create is None or create.state in _OPEN:
             return Outcome(OutcomeClass.waiting, "the prescription's create is not registered at Tamin yet")
         if create.state in _REFUSED:
             return Outcome(OutcomeClass.invalid, f"the prescription's create (submission {create.id}) is {create.state}: "
@@ -68,12 +81,13 @@ class TaminDestination:
         if job.operation != "eligibility" or outcome.klass not in (OutcomeClass.accepted, OutcomeClass.rejected):
             return
         facility, visit_id = _split_visit_key(job.subject_key)
-        row = session.get(Visit, (facility, visit_id, self.name)) or Visit(facility_siam_id=facility, visit_id=visit_id,
-                                                                           destination=self.name)
-        row.eligible = bool(outcome.result.get("eligible"))
-        row.hid = outcome.result.get("hid")
-        row.detail = {k: v for k, v in outcome.result.items() if k != "hid"}
-        session.add(row)
+        key = {"w_facility": facility, "w_visit": visit_id, "w_destination": self.name}
+        values = {"eligible": bool(outcome.result.get("eligible")), "hid": outcome.result.get("hid"),
+                  "detail": {k: v for k, v in outcome.result.items() if k != "hid"}, "checked_at": utcnow()}
+        connection = session.connection()
+        if connection.execute(update(_VISITS).where(*_VISIT_KEY).values(**values), key).rowcount == 0:
+            connection.execute(insert(_VISITS).values(facility_siam_id=facility, visit_id=visit_id,
+                                                      destination=self.name, **values))
 
 
 def _split_visit_key(key: str | None) -> tuple[str, str]:
@@ -83,5 +97,6 @@ def _split_visit_key(key: str | None) -> tuple[str, str]:
 
 def _visit_hid(session: Session, visit_key: str) -> Any:
     facility, visit_id = _split_visit_key(visit_key)
-    row = session.get(Visit, (facility, visit_id, DESTINATION))
+    row = session.connection().execute(_VISIT_HID, {"w_facility": facility, "w_visit": visit_id,
+                                                    "w_destination": DESTINATION}).first()
     return row.hid if row is not None and row.eligible else None

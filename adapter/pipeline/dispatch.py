@@ -25,7 +25,9 @@ at once, so a new event or a finished send is picked up without waiting for the 
 a batch. ``wake`` / ``wait_for_work`` connect it to intake. The hot path uses Core statements
 (no ORM unit of work): a claim is one candidate SELECT, one ``UPDATE ... RETURNING`` per seen
 state and one multi-row insert of audit rows; a settle is one conditional ``UPDATE``, the attempt
-row and the audit row (performance notes: docs/performance.md).
+row and the audit row. Finished sends are recorded together: whichever send thread finds the
+recorder free writes every outcome waiting by then in one transaction (``_settle_waiting``), so
+eight threads do not queue for SQLite's single writer one commit each (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +83,22 @@ class _Claim:
 
     result: dict[str, Any] | None
     first_attempt_at: dt.datetime | None
+
+
+@dataclass
+class _Finished:
+    """A send that is over, waiting to be recorded (``_settle_waiting``)."""
+
+    claimed: Job  # as claimed (its permit is found by its id)
+    prepared: Job  # as prepared for the destination (what the attempt row describes)
+    outcome: Outcome
+    health: OutcomeClass | None  # what the answer says about the destination (None: nothing learnt)
+    counted: bool  # in ``in_flight`` (started by ``pump``)
+    done: threading.Event
+    observe: bool = False  # set when recorded: log and count the attempt
+
+
+_SETTLE_BATCH = 64
 
 
 def _blocked() -> Any:
@@ -182,15 +201,21 @@ class Dispatcher:
         self._quiet_until: dict[str, float] = {}  # destination -> monotonic time: nothing was claimable
         self._abandoned_asked: dict[str, float] = {}  # destination -> monotonic time of the last look
         self._wakes: dict[str, int] = {}  # destination -> wakes so far
+        self._finished: queue.SimpleQueue[_Finished] = queue.SimpleQueue()
+        self._settling = threading.Lock()  # held by the thread recording a batch of finished sends
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._settle_waiting(block=True)
 
     def run_once(self) -> int:
-        """Claim one batch, send it concurrently, wait for all; the number handled."""
+        """Claim one batch, send it concurrently, wait until all of it is recorded; the number handled."""
         jobs = self._claim()
         if jobs:
-            list(self._pool.map(self._handle, jobs))
+            finished = list(self._pool.map(functools.partial(self._handle, counted=False), jobs))
+            self._settle_waiting(block=True)
+            for item in finished:
+                item.done.wait()
         return len(jobs)
 
     # -- continuous mode (the runner) ---------------------------------------------------------
@@ -208,11 +233,11 @@ class Dispatcher:
         for job in jobs:
             with self._lock:
                 self._in_flight += 1
-            future = self._pool.submit(self._handle, job)
-            future.add_done_callback(functools.partial(self._sent, job.destination))
+            self._pool.submit(self._handle, job, counted=True)
         return len(jobs)
 
-    def _sent(self, destination: str, _future: Future[None]) -> None:
+    def _sent(self, destination: str) -> None:
+        """A send started by ``pump`` is recorded: its slot is free."""
         with self._lock:
             self._in_flight -= 1
             self._lock.notify_all()
@@ -370,21 +395,20 @@ class Dispatcher:
         return time.monotonic() + lease - min(5.0, lease * 0.2)
 
     # -- one submission -----------------------------------------------------------------------
-    def _handle(self, job: Job) -> None:
+    def _handle(self, job: Job, counted: bool) -> _Finished:
+        """Send one claimed submission, then hand the outcome to ``_settle_waiting``."""
         prepared = job
-        health: OutcomeClass | None = None  # what the answer says about the destination (None: nothing learnt)
+        health: OutcomeClass | None = None
         try:
             prepared, outcome = self._attempt(job)
             health = outcome.klass
         except Exception as exc:  # a bug must not lose the submission: park it for a retry
             log.exception("dispatch failed for submission %s", job.submission_id)
             outcome = Outcome(OutcomeClass.transient, f"internal error: {type(exc).__name__}")
-        try:
-            self._settle(prepared, outcome)
-        finally:
-            permit = self._permits.pop(job.submission_id, None)
-            if self._outages is not None and permit is not None:
-                self._outages.record(job.destination, permit, health, outcome.message)
+        finished = _Finished(job, prepared, outcome, health, counted, threading.Event())
+        self._finished.put(finished)
+        self._settle_waiting(block=False)
+        return finished
 
     def _attempt(self, job: Job) -> tuple[Job, Outcome]:
         """Prepare, look up first when the last try's outcome is unknown, then send."""
@@ -399,36 +423,96 @@ class Dispatcher:
                 return prepared, found
         return prepared, destination.send(prepared)
 
-    def _settle(self, job: Job, outcome: Outcome) -> None:
-        """Record the attempt and the new state in one transaction, if the claim is still ours."""
-        now = self._clock()
-        claim = self._claims.pop(job.submission_id, None)
-        with self._sessions() as session:
-            if claim is None:  # claimed by an earlier instance (tests), or the stash was lost: read it
-                claim = self._read_claim(session, job.submission_id)
-            to_state, reason, fields, paper = self._decide(job, claim, outcome, now)
-            if not move(session, job.submission_id, job.event_id, State.sending.value, to_state, actor=ACTOR,
-                        reason=reason, owner=self._owner, lease_until=None, lease_owner=None, **fields):
-                self._reclaimed(session, job, outcome, now)
-                return
-            if outcome.klass is not OutcomeClass.waiting:
-                session.connection().execute(_INSERT_ATTEMPT, _attempt_row(job, outcome, now))
-            if paper is not None and _has_fallback(session, job.submission_id):
-                accepted, why = paper
-                settle_fallback(session, job.submission_id, accepted=accepted, result=fields.get("result"), why=why,
-                                now=now)
-            self._destinations[job.destination].on_result(session, job, outcome)
-            session.commit()
-        if outcome.klass is not OutcomeClass.waiting:
-            observe_attempt(job, outcome)  # metrics + the attempt's log line, once it is recorded
+    # -- recording outcomes -------------------------------------------------------------------
+    def _settle_waiting(self, block: bool) -> None:
+        """Record the finished sends waiting, many per transaction (group commit).
 
-    def _reclaimed(self, session: Session, job: Job, outcome: Outcome, now: dt.datetime) -> None:
+        The thread that finds the recorder free records everything queued by then, in one
+        transaction; the others go back to sending. An outcome is queued before its sender tries,
+        and the recorder looks at the queue again after letting go, so none is left behind. A
+        crash before the commit leaves the submissions ``sending``: they are looked up at the
+        destination after the lease, never resent blindly -- as with one transaction per send."""
+        while not self._finished.empty():
+            if not self._settling.acquire(blocking=block):
+                return
+            try:
+                batch = self._take_finished()
+                if batch:
+                    self._record(batch)
+            finally:
+                self._settling.release()
+
+    def _take_finished(self) -> list[_Finished]:
+        batch: list[_Finished] = []
+        while len(batch) < _SETTLE_BATCH:
+            try:
+                batch.append(self._finished.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _record(self, batch: list[_Finished]) -> None:
+        try:
+            try:
+                self._settle_all(batch)
+            except Exception:  # one bad row must not keep the others unrecorded: one transaction each
+                log.warning("recording %d outcomes together failed; recording them one by one", len(batch),
+                            exc_info=True)
+                for item in batch:
+                    try:
+                        self._settle_all([item])
+                    except Exception:  # left sending: looked up after the lease, never resent blindly
+                        log.exception("could not record the outcome of submission %s", item.claimed.submission_id)
+                        item.observe = False
+        finally:
+            for item in batch:
+                self._after_record(item)
+
+    def _settle_all(self, batch: list[_Finished]) -> None:
+        """Record the attempts and new states of ``batch`` in one transaction, each only if its claim is still ours."""
+        now = self._clock()
+        with self._sessions() as session:
+            for item in batch:
+                item.observe = self._settle(session, item.prepared, item.outcome, now)
+            session.commit()
+
+    def _after_record(self, item: _Finished) -> None:
+        job = item.claimed
+        self._claims.pop(job.submission_id, None)
+        if item.observe:
+            observe_attempt(item.prepared, item.outcome)  # metrics + the attempt's log line, once it is recorded
+        permit = self._permits.pop(job.submission_id, None)
+        if self._outages is not None and permit is not None:
+            self._outages.record(job.destination, permit, item.health, item.outcome.message)
+        item.done.set()
+        if item.counted:
+            self._sent(job.destination)
+
+    def _settle(self, session: Session, job: Job, outcome: Outcome, now: dt.datetime) -> bool:
+        """Write the attempt and the new state into ``session``, if the claim is still ours; True when
+        an attempt row was written (so it is logged and counted once committed)."""
+        claim = self._claims.get(job.submission_id)
+        if claim is None:  # claimed by an earlier instance (tests), or the stash was lost: read it
+            claim = self._read_claim(session, job.submission_id)
+        to_state, reason, fields, paper = self._decide(job, claim, outcome, now)
+        if not move(session, job.submission_id, job.event_id, State.sending.value, to_state, actor=ACTOR,
+                    reason=reason, owner=self._owner, lease_until=None, lease_owner=None, **fields):
+            return self._reclaimed(session, job, outcome, now)
+        if outcome.klass is not OutcomeClass.waiting:
+            session.connection().execute(_INSERT_ATTEMPT, _attempt_row(job, outcome, now))
+        if paper is not None and _has_fallback(session, job.submission_id):
+            accepted, why = paper
+            settle_fallback(session, job.submission_id, accepted=accepted, result=fields.get("result"), why=why,
+                            now=now)
+        self._destinations[job.destination].on_result(session, job, outcome)
+        return outcome.klass is not OutcomeClass.waiting
+
+    def _reclaimed(self, session: Session, job: Job, outcome: Outcome, now: dt.datetime) -> bool:
         log.warning("submission %s was reclaimed while being sent; outcome kept as an attempt only", job.submission_id)
         if session.scalar(select(Submission.id).where(Submission.id == job.submission_id)) is None:
-            return
+            return False
         session.connection().execute(_INSERT_ATTEMPT, _attempt_row(job, outcome, now))
-        session.commit()
-        observe_attempt(job, outcome)
+        return True
 
     @staticmethod
     def _read_claim(session: Session, submission_id: int) -> _Claim:

@@ -10,6 +10,8 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from adapter.store.sqlite_writers import serialise_writers
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
@@ -24,9 +26,15 @@ def _sqlite_pragmas(synchronous: str) -> Any:
     return apply
 
 
+def _sqlite_file(url: str) -> str:
+    """The database file of a SQLite URL ('' for an in-memory one)."""
+    path = url.split("///", 1)[1].split("?", 1)[0] if url.startswith("sqlite") and "///" in url else ""
+    return "" if path in ("", ":memory:") else path
+
+
 def _ensure_sqlite_folder(url: str) -> None:
-    path = url.split("///", 1)[1] if url.startswith("sqlite") and "///" in url else ""
-    if path and path != ":memory:":
+    path = _sqlite_file(url)
+    if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -42,6 +50,8 @@ def make_engine(url: str, durable_commits: bool = False) -> Engine:
         _ensure_sqlite_folder(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas("FULL" if durable_commits else "NORMAL"))
+        if _sqlite_file(url):
+            serialise_writers(engine, str(Path(_sqlite_file(url)).resolve()))
         return engine
     return create_engine(url, pool_size=16, max_overflow=8, pool_pre_ping=True)
 
