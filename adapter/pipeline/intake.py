@@ -120,22 +120,34 @@ class Intake:
         return results
 
     def _write_all(self, session: Session, plans: list[_Plan]) -> list[IntakeResult]:
+        """The batch's rows in a few multi-row statements (inbox rows, submissions, audit rows),
+        then the paper-fallback records, which need the submissions' ids."""
         ids = list({plan.event_id for plan in plans})
         seen = set(session.connection().execute(select(_INBOX.c.event_id).where(_INBOX.c.event_id.in_(ids))).scalars())
-        results = []
-        in_outage: set[str] | None = None  # read once, inside the write transaction
+        built: list[tuple[_Plan, dict[str, Any], list[dict[str, Any]]] | None] = []
         for plan in plans:
             if plan.event_id in seen:
                 _add_duplicate_receipt(session, plan.event_id)
-                results.append(IntakeResult(Received.duplicate, plan.event_id))
+                built.append(None)
                 continue
             seen.add(plan.event_id)
             row, submissions = plan.build()
-            self._write(session, row, submissions, plan.reason)
+            built.append((plan, row, submissions))
+        stored = [entry for entry in built if entry is not None]
+        _insert_rows(session, _INBOX, [row for _, row, _ in stored])
+        _insert_rows(session, _SUBMISSIONS, [s for _, _, submissions in stored for s in submissions], returning_ids=True)
+        audit_rows(session, [change for plan, row, submissions in stored
+                             for change in _intake_changes(row, submissions, plan.reason)])
+        results = []
+        in_outage: set[str] | None = None  # read once, inside the write transaction
+        for plan, entry in zip(plans, built):
+            if entry is None:
+                results.append(IntakeResult(Received.duplicate, plan.event_id))
+                continue
             issued = 0
             if plan.wants_paper:
                 in_outage = _in_outage(session) if in_outage is None else in_outage
-                issued = self._issue_paper(session, plan.event, submissions, in_outage)
+                issued = self._issue_paper(session, plan.event, entry[2], in_outage)
             results.append(plan.result(issued))
         return results
 
@@ -248,12 +260,10 @@ class Intake:
     @staticmethod
     def _write(session: Session, row: dict[str, Any], submissions: list[dict[str, Any]], reason: str | None) -> None:
         """The inbox row, the submissions (each gets its ``id``), and the audit rows."""
-        event_id = row["event_id"]
         session.execute(insert(_INBOX), row)
         for submission in submissions:
             submission["id"] = session.execute(insert(_SUBMISSIONS).returning(_SUBMISSIONS.c.id), submission).scalar_one()
-        audit_rows(session, [state_change(event_id, None, None, row["status"], ACTOR, reason)] + [
-            state_change(event_id, s["id"], None, s["state"], ACTOR, s["last_error"]) for s in submissions])
+        audit_rows(session, _intake_changes(row, submissions, reason))
 
     def _issue_paper(self, session: Session, event: dict[str, Any], submissions: list[dict[str, Any]],
                      in_outage: set[str] | None = None) -> int:
@@ -293,6 +303,29 @@ class Intake:
         _add_duplicate_receipt(session, event_id)
         session.commit()
         return IntakeResult(Received.duplicate, event_id)
+
+
+def _intake_changes(row: dict[str, Any], submissions: list[dict[str, Any]], reason: str | None) -> list[dict[str, Any]]:
+    """The audit rows of one stored event: the event's status, then each submission's first state."""
+    event_id = row["event_id"]
+    return [state_change(event_id, None, None, row["status"], ACTOR, reason)] + [
+        state_change(event_id, s["id"], None, s["state"], ACTOR, s["last_error"]) for s in submissions]
+
+
+def _insert_rows(session: Session, table: Any, rows: list[dict[str, Any]], returning_ids: bool = False) -> None:
+    """Insert ``rows``, one multi-row statement per set of columns given (a column left out keeps
+    its default); with ``returning_ids`` each row gets its new ``id``."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    connection = session.connection()
+    for group in groups.values():
+        if not returning_ids:
+            connection.execute(insert(table), group)
+            continue
+        statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        for row, new_id in zip(group, connection.execute(statement, group).scalars().all(), strict=True):
+            row["id"] = new_id
 
 
 def _in_outage(session: Session) -> set[str]:
