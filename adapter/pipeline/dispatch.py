@@ -54,7 +54,7 @@ from adapter.outage.breaker import Permit
 from adapter.outage.control import OutageControl
 from adapter.outage.records import settle_fallback
 from adapter.pipeline.policy import after_failure
-from adapter.store.audit import audit_rows, move, state_change
+from adapter.store.audit import audit_rows, move_unaudited, state_change
 from adapter.store.models import CLAIMABLE_STATES_SQL, Attempt, FallbackRecord, Submission
 from adapter.store.states import DUE_STATES, OPEN_STATES, State
 from adapter.store.types import utcnow
@@ -67,7 +67,8 @@ _SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
 _ATTEMPTS: Table = Attempt.__table__  # type: ignore[assignment]
 _NEXT_AT = _SUBMISSIONS.c.next_attempt_at
 _INSERT_ATTEMPT = insert(_ATTEMPTS)
-_FALLBACK_OF = select(FallbackRecord.__table__.c.id).where(FallbackRecord.__table__.c.submission_id == bindparam("sid"))
+_FALLBACKS = FallbackRecord.__table__
+_FALLBACKS_OF = select(_FALLBACKS.c.submission_id).where(_FALLBACKS.c.submission_id.in_(bindparam("sids", expanding=True)))
 _DUE_NOW = text(f"submissions.{CLAIMABLE_STATES_SQL}")  # the index's own WHERE text: the planner then uses it
 
 
@@ -95,7 +96,8 @@ class _Finished:
     health: OutcomeClass | None  # what the answer says about the destination (None: nothing learnt)
     counted: bool  # in ``in_flight`` (started by ``pump``)
     done: threading.Event
-    observe: bool = False  # set when recorded: log and count the attempt
+    observe: bool = False  # set when recorded: an attempt row was written (log and count it)
+    moved: bool = False  # set when recorded: the submission moved to its new state (the claim was still ours)
 
 
 _SETTLE_BATCH = 64
@@ -463,17 +465,32 @@ class Dispatcher:
                         self._settle_all([item])
                     except Exception:  # left sending: looked up after the lease, never resent blindly
                         log.exception("could not record the outcome of submission %s", item.claimed.submission_id)
-                        item.observe = False
+                        item.moved = item.observe = False
         finally:
             for item in batch:
                 self._after_record(item)
 
     def _settle_all(self, batch: list[_Finished]) -> None:
-        """Record the attempts and new states of ``batch`` in one transaction, each only if its claim is still ours."""
+        """Record the attempts and new states of ``batch`` in one transaction, each only if its claim
+        is still ours: a conditional UPDATE per submission, then the audit and attempt rows of all
+        in one statement each, then the paper-fallback records of those that have one."""
         now = self._clock()
         with self._sessions() as session:
+            changes: list[dict[str, Any]] = []
+            attempts: list[dict[str, Any]] = []
+            papers: dict[int, tuple[bool, str | None, dict[str, Any] | None]] = {}
             for item in batch:
-                item.observe = self._settle(session, item.prepared, item.outcome, now)
+                item.moved, item.observe = self._settle(session, item.prepared, item.outcome, now, changes, attempts,
+                                                        papers)
+            audit_rows(session, changes)
+            if attempts:
+                session.connection().execute(_INSERT_ATTEMPT, attempts)
+            for submission_id in _with_fallback(session, list(papers)):
+                accepted, why, result = papers[submission_id]
+                settle_fallback(session, submission_id, accepted=accepted, result=result, why=why, now=now)
+            for item in batch:
+                if item.moved:
+                    self._destinations[item.prepared.destination].on_result(session, item.prepared, item.outcome)
             session.commit()
 
     def _after_record(self, item: _Finished) -> None:
@@ -488,30 +505,37 @@ class Dispatcher:
         if item.counted:
             self._sent(job.destination)
 
-    def _settle(self, session: Session, job: Job, outcome: Outcome, now: dt.datetime) -> bool:
-        """Write the attempt and the new state into ``session``, if the claim is still ours; True when
-        an attempt row was written (so it is logged and counted once committed)."""
+    def _settle(self, session: Session, job: Job, outcome: Outcome, now: dt.datetime, changes: list[dict[str, Any]],
+                attempts: list[dict[str, Any]],
+                papers: dict[int, tuple[bool, str | None, dict[str, Any] | None]]) -> tuple[bool, bool]:
+        """Move the submission to its new state if the claim is still ours, and add what else is to
+        be written to ``changes`` (audit rows), ``attempts`` and ``papers`` (what becomes of a
+        paper-fallback record, if it has one). (moved, attempt recorded): an attempt is logged and
+        counted once committed; none is recorded for ``waiting``."""
         claim = self._claims.get(job.submission_id)
         if claim is None:  # claimed by an earlier instance (tests), or the stash was lost: read it
             claim = self._read_claim(session, job.submission_id)
         to_state, reason, fields, paper = self._decide(job, claim, outcome, now)
-        if not move(session, job.submission_id, job.event_id, State.sending.value, to_state, actor=ACTOR,
-                    reason=reason, owner=self._owner, lease_until=None, lease_owner=None, **fields):
-            return self._reclaimed(session, job, outcome, now)
-        if outcome.klass is not OutcomeClass.waiting:
-            session.connection().execute(_INSERT_ATTEMPT, _attempt_row(job, outcome, now))
-        if paper is not None and _has_fallback(session, job.submission_id):
-            accepted, why = paper
-            settle_fallback(session, job.submission_id, accepted=accepted, result=fields.get("result"), why=why,
-                            now=now)
-        self._destinations[job.destination].on_result(session, job, outcome)
-        return outcome.klass is not OutcomeClass.waiting
+        change = move_unaudited(session, job.submission_id, job.event_id, State.sending.value, to_state, actor=ACTOR,
+                                reason=reason, owner=self._owner, lease_until=None, lease_owner=None, **fields)
+        if change is None:
+            return False, self._reclaimed(session, job, outcome, now, attempts)
+        changes.append(change)
+        if outcome.klass is OutcomeClass.waiting:
+            return True, False
+        attempts.append(_attempt_row(job, outcome, now))
+        if paper is not None:
+            papers[job.submission_id] = (*paper, fields.get("result"))
+        return True, True
 
-    def _reclaimed(self, session: Session, job: Job, outcome: Outcome, now: dt.datetime) -> bool:
+    def _reclaimed(self, session: Session, job: Job, outcome: Outcome, now: dt.datetime,
+                   attempts: list[dict[str, Any]]) -> bool:
+        """Another dispatcher took the submission over (lease ran out): the answer is kept as an
+        attempt only (True), if the submission still exists."""
         log.warning("submission %s was reclaimed while being sent; outcome kept as an attempt only", job.submission_id)
         if session.scalar(select(Submission.id).where(Submission.id == job.submission_id)) is None:
             return False
-        session.connection().execute(_INSERT_ATTEMPT, _attempt_row(job, outcome, now))
+        attempts.append(_attempt_row(job, outcome, now))
         return True
 
     @staticmethod
@@ -558,9 +582,11 @@ class Dispatcher:
         return State.retry_wait, f"{message}; {why}", dict(failed, next_attempt_at=next_at), None
 
 
-def _has_fallback(session: Session, submission_id: int) -> bool:
-    """A paper-fallback record exists for the submission (most have none: asked without the ORM)."""
-    return session.connection().execute(_FALLBACK_OF, {"sid": submission_id}).first() is not None
+def _with_fallback(session: Session, submission_ids: list[int]) -> list[int]:
+    """Which of ``submission_ids`` have a paper-fallback record (most have none: one query, no ORM)."""
+    if not submission_ids:
+        return []
+    return list(session.connection().execute(_FALLBACKS_OF, {"sids": submission_ids}).scalars())
 
 
 def _attempt_row(job: Job, outcome: Outcome, now: dt.datetime) -> dict[str, Any]:

@@ -50,17 +50,27 @@ def move(session: Session, submission_id: int, event_id: str, from_state: str, t
     """Move one submission from ``from_state`` (and only while ``owner`` holds its lease, when
     given) to ``to_state``, with plain column values and the audit row; False, and nothing
     written, when the row no longer matches."""
+    change = move_unaudited(session, submission_id, event_id, from_state, to_state, actor=actor, reason=reason,
+                            owner=owner, **fields)
+    if change is None:
+        return False
+    audit_rows(session, [change])
+    return True
+
+
+def move_unaudited(session: Session, submission_id: int, event_id: str, from_state: str, to_state: State, *,
+                   actor: str, reason: str | None, owner: str | None = None, **fields: Any) -> dict[str, Any] | None:
+    """``move`` without writing the audit row: the row to write (with the other moves of a batch,
+    by ``audit_rows``, in the same transaction), or None when nothing moved."""
     names = tuple(sorted(fields))
     params = {f"v_{name}": value for name, value in fields.items()}
     params.update(w_id=submission_id, w_state=from_state, v_state=to_state.value, v_updated_at=utcnow())
     if owner is not None:
         params["w_owner"] = owner
-    connection = session.connection()
-    moved = connection.execute(_move_statement(names, owner is not None), params)
+    moved = session.connection().execute(_move_statement(names, owner is not None), params)
     if moved.rowcount != 1:
-        return False
-    audit_rows(session, [state_change(event_id, submission_id, from_state, to_state.value, actor, reason)])
-    return True
+        return None
+    return state_change(event_id, submission_id, from_state, to_state.value, actor, reason)
 
 
 def state_change(event_id: str, submission_id: int | None, from_state: str | None, to_state: str, actor: str,
