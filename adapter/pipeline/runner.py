@@ -90,6 +90,8 @@ class Liveness:
 
 
 class Runner:
+    depth_check_every_s = 5.0  # while busy, the queue depth is still asked this often (metrics, "drained")
+
     def __init__(self, app: App, *, until_idle: bool = False, idle_horizon_s: float = 5.0,
                  on_progress: Callable[[RunStats], None] | None = None):
         self._app = app
@@ -273,7 +275,7 @@ class Runner:
             declare(connection, broker)
             channel = connection.channel()
             self._pending = []
-            on_message = self._received if is_embedded(broker.url) else self._receive_now
+            on_message = self._received
             with Consumer(channel, [event_queue(broker)], on_message=on_message, prefetch_count=broker.prefetch):
                 self.liveness.attached(True)
                 self._consuming = True
@@ -284,7 +286,11 @@ class Runner:
                         connection.drain_events(timeout=0.5)
                         self._drain_ready(connection, min(broker.prefetch, INTAKE_BATCH))
                     except socket.timeout:
-                        self._check_drained(connection)  # nothing came, so nothing is pending
+                        self._check_drained(connection)
+                        # nothing came -- except what RabbitMQ delivered while the depth was being
+                        # asked (py-amqp hands deliveries over during any wait for a reply): stored
+                        # now, or a full prefetch window would wait here for ever
+                        self._store_pending()
                     except Exception:
                         self._pending = []  # not stored, not acked: the broker delivers them again
                         raise
@@ -292,7 +298,7 @@ class Runner:
                         # stored before the depth is read: a delivered message no longer counts as
                         # queued, and "drained" must not be seen while it is still in hand
                         self._store_pending()
-                        if time.monotonic() - self._depth_checked > 5.0:  # busy: still report the depth now and then
+                        if time.monotonic() - self._depth_checked > self.depth_check_every_s:  # busy: still report it
                             self._check_drained(connection)
                     self._publish_replies(self._replies_due)
                 self.liveness.attached(False)
@@ -303,7 +309,7 @@ class Runner:
         try:
             depth = queue_depth(connection, self._app.config.broker)  # type: ignore[arg-type]
             metrics.queue_depth(depth)
-            empty = depth == 0
+            empty = depth == 0 and not self._pending  # a delivery that came meanwhile is not stored yet
         except Exception:  # a failed depth check only delays "idle"
             empty = False
         if empty:
@@ -335,18 +341,8 @@ class Runner:
         self.stats.received += 1
         self._pending.append(message)
 
-    def _receive_now(self, message: Message) -> None:
-        """AMQP: store and ack inside the delivery callback, one by one (no batching there yet)."""
-        self._received(message)
-        self._store_pending()
-
     def _drain_ready(self, connection: object, most: int) -> None:
-        """Take the deliveries that are already there (no waiting), up to ``most`` in hand.
-
-        Embedded queue only (there a look is one SELECT): on RabbitMQ the batched path stalled
-        the consumer in a test run, so RabbitMQ deliveries are stored one by one as before."""
-        if not is_embedded(self._app.config.broker.url):
-            return
+        """Take the deliveries that are already there (no waiting), up to ``most`` in hand."""
         while len(self._pending) < most:
             try:
                 connection.drain_events(timeout=0)  # type: ignore[attr-defined]
