@@ -112,11 +112,16 @@ def fallback_day(now: dt.datetime, timezone: str) -> str:
 def next_fallback_no(session: Session, prefix: str, facility: str, day: str) -> str:
     """``<prefix>-<facility>-<yyMMdd>-<seq>``: seq counts per facility and day, from 0001.
 
-    Two writers may pick the same number; the unique index refuses the second, which retries."""
+    The highest number of the day is found by the database (a range scan of the unique index,
+    the longest then the greatest: 10000 comes after 9999), not by reading every number of the
+    day: this runs for each prescription that arrives during an outage. Two writers may pick
+    the same number; the unique index refuses the second, which retries."""
     stem = f"{prefix}-{facility}-{day}-"
-    taken = session.scalars(select(FallbackRecord.fallback_no).where(FallbackRecord.fallback_no.like(stem + "%")))
-    highest = max((int(no[len(stem):]) for no in taken if no[len(stem):].isdigit()), default=0)
-    return f"{stem}{highest + 1:04d}"
+    number = FallbackRecord.fallback_no
+    highest = session.scalar(select(number).where(number > stem, number < stem + "~")
+                             .order_by(func.length(number).desc(), number.desc()).limit(1))
+    sequence = highest[len(stem):] if highest else "0"
+    return f"{stem}{int(sequence) + 1 if sequence.isdigit() else 1:04d}"
 
 
 def settle_fallback(session: Session, submission_id: int, *, accepted: bool, result: dict[str, Any] | None = None,
