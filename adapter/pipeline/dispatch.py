@@ -494,16 +494,22 @@ class Dispatcher:
             session.commit()
 
     def _after_record(self, item: _Finished) -> None:
+        """Log and count the attempt, tell the circuit breaker, and free the send slot -- the slot
+        even when the rest fails, or ``wait_idle`` would wait for ever."""
         job = item.claimed
-        self._claims.pop(job.submission_id, None)
-        if item.observe:
-            observe_attempt(item.prepared, item.outcome)  # metrics + the attempt's log line, once it is recorded
-        permit = self._permits.pop(job.submission_id, None)
-        if self._outages is not None and permit is not None:
-            self._outages.record(job.destination, permit, item.health, item.outcome.message)
-        item.done.set()
-        if item.counted:
-            self._sent(job.destination)
+        try:
+            self._claims.pop(job.submission_id, None)
+            if item.observe:
+                observe_attempt(item.prepared, item.outcome)  # metrics + the attempt's log line, once it is recorded
+            permit = self._permits.pop(job.submission_id, None)
+            if self._outages is not None and permit is not None:
+                self._outages.record(job.destination, permit, item.health, item.outcome.message)
+        except Exception:  # reporting must not stop the sends that follow
+            log.exception("after recording submission %s", job.submission_id)
+        finally:
+            item.done.set()
+            if item.counted:
+                self._sent(job.destination)
 
     def _settle(self, session: Session, job: Job, outcome: Outcome, now: dt.datetime, changes: list[dict[str, Any]],
                 attempts: list[dict[str, Any]],

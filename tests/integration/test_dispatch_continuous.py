@@ -176,3 +176,54 @@ def test_the_claim_query_reads_the_partial_index(make_app: Callable[..., App], t
                                                                              parameters))
     assert "ix_submissions_claim" in plan
     assert "TEMP B-TREE" not in plan, "the index gives the order: no sort of all due rows"
+
+
+class _FailsToRecord:
+    """The simulator-backed Tamin destination, except that recording one submission's answer fails
+    (as a bug in a destination's ``on_result`` would)."""
+
+    def __init__(self, real: Any, bad_submission: int):
+        self._real, self._bad = real, bad_submission
+        self.name = real.name
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def on_result(self, session: Any, job: Any, outcome: Any) -> None:
+        if job.submission_id == self._bad:
+            raise RuntimeError("recording this one fails")
+        self._real.on_result(session, job, outcome)
+
+
+@pytest.mark.parametrize("mode", ["run_once", "pump"])
+def test_one_outcome_that_cannot_be_recorded_does_not_hold_back_the_others(
+        sample: SampleSet, make_app: Callable[..., App], tmp_path: Path, mode: str) -> None:
+    """Outcomes are recorded many per transaction; when that transaction fails, each is recorded on
+    its own: the others are accepted, the failing one stays ``sending`` (looked up after its lease,
+    never resent blindly) and its send slot is freed."""
+    from adapter.pipeline.dispatch import Dispatcher
+
+    visits = [line for line in good_lines(sample.lines) if b'"visit.' in line][:4]
+    with SimServer(create_tamin_app(TaminSimSettings(latency_ms=50))) as sim:
+        app = make_app(f"sqlite:///{tmp_path / 'a.db'}", sim.base_url)
+        assert app.intake.receive_many(visits) is not None
+        with app.sessions() as session:
+            first = min(session.scalars(select(Submission.id)))
+        parts = app.config.destinations
+        dispatcher = Dispatcher(app.sessions, {"tamin": _FailsToRecord(app.dispatcher._destinations["tamin"], first)},
+                                {"tamin": parts.tamin.retry}, app.config.dispatch, "test-owner")
+        try:
+            if mode == "run_once":
+                assert dispatcher.run_once() == 4
+            else:
+                assert dispatcher.pump() == 4
+                assert dispatcher.wait_idle(timeout=30), "a send slot was never freed"
+            assert dispatcher.in_flight == 0
+        finally:
+            dispatcher.close()
+        with app.sessions() as session:
+            states = {s.id: s.state for s in session.scalars(select(Submission))}
+            moved_to_accepted = {c.submission_id for c in session.scalars(select(StateChange).where(
+                StateChange.to_state == "accepted", StateChange.submission_id.is_not(None)))}
+    assert states.pop(first) == "sending"
+    assert set(states.values()) == {"accepted"} and moved_to_accepted == set(states)
