@@ -133,11 +133,7 @@ class Intake:
             seen.add(plan.event_id)
             row, submissions = plan.build()
             built.append((plan, row, submissions))
-        stored = [entry for entry in built if entry is not None]
-        _insert_rows(session, _INBOX, [row for _, row, _ in stored])
-        _insert_rows(session, _SUBMISSIONS, [s for _, _, submissions in stored for s in submissions], returning_ids=True)
-        audit_rows(session, [change for plan, row, submissions in stored
-                             for change in _intake_changes(row, submissions, plan.reason)])
+        _write_rows(session, [(row, submissions, plan.reason) for plan, row, submissions in filter(None, built)])
         results = []
         in_outage: set[str] | None = None  # read once, inside the write transaction
         for plan, entry in zip(plans, built):
@@ -243,7 +239,7 @@ class Intake:
             with self._sessions() as session:
                 if session.execute(select(InboxEvent.event_id).where(InboxEvent.event_id == row["event_id"])).first():
                     return self._count_duplicate(session, row["event_id"])
-                self._write(session, row, submissions, reason)
+                _write_rows(session, [(row, submissions, reason)])
                 if extra is not None:
                     extra(session, submissions)
                 try:
@@ -256,14 +252,6 @@ class Intake:
                     continue
             return None
         return None
-
-    @staticmethod
-    def _write(session: Session, row: dict[str, Any], submissions: list[dict[str, Any]], reason: str | None) -> None:
-        """The inbox row, the submissions (each gets its ``id``), and the audit rows."""
-        session.execute(insert(_INBOX), row)
-        for submission in submissions:
-            submission["id"] = session.execute(insert(_SUBMISSIONS).returning(_SUBMISSIONS.c.id), submission).scalar_one()
-        audit_rows(session, _intake_changes(row, submissions, reason))
 
     def _issue_paper(self, session: Session, event: dict[str, Any], submissions: list[dict[str, Any]],
                      in_outage: set[str] | None = None) -> int:
@@ -305,11 +293,15 @@ class Intake:
         return IntakeResult(Received.duplicate, event_id)
 
 
-def _intake_changes(row: dict[str, Any], submissions: list[dict[str, Any]], reason: str | None) -> list[dict[str, Any]]:
-    """The audit rows of one stored event: the event's status, then each submission's first state."""
-    event_id = row["event_id"]
-    return [state_change(event_id, None, None, row["status"], ACTOR, reason)] + [
-        state_change(event_id, s["id"], None, s["state"], ACTOR, s["last_error"]) for s in submissions]
+def _write_rows(session: Session, events: list[tuple[dict[str, Any], list[dict[str, Any]], str | None]]) -> None:
+    """Inbox rows, their submissions (each gets its ``id``) and the audit rows -- the event's
+    status, then each submission's first state -- in a few multi-row statements.
+    ``events``: (inbox row, submission rows, reason) each."""
+    _insert_rows(session, _INBOX, [row for row, _, _ in events])
+    _insert_rows(session, _SUBMISSIONS, [s for _, submissions, _ in events for s in submissions], returning_ids=True)
+    audit_rows(session, [change for row, submissions, reason in events for change in (
+        [state_change(row["event_id"], None, None, row["status"], ACTOR, reason)]
+        + [state_change(row["event_id"], s["id"], None, s["state"], ACTOR, s["last_error"]) for s in submissions])])
 
 
 def _insert_rows(session: Session, table: Any, rows: list[dict[str, Any]], returning_ids: bool = False) -> None:

@@ -275,8 +275,7 @@ class Runner:
             declare(connection, broker)
             channel = connection.channel()
             self._pending = []
-            on_message = self._received
-            with Consumer(channel, [event_queue(broker)], on_message=on_message, prefetch_count=broker.prefetch):
+            with Consumer(channel, [event_queue(broker)], on_message=self._received, prefetch_count=broker.prefetch):
                 self.liveness.attached(True)
                 self._consuming = True
                 self._publish_replies(due=True)  # anything a crash left unpublished

@@ -149,7 +149,7 @@ class ProviderDesk:
         with self._lock:
             state = self._state.provider
             if isinstance(body, dict) and body and key:
-                _count_receipt(state, key)
+                state.resent_after_refusal += count_receipt(state.submit_receipts, state.submit_repeats, key)
             try:
                 request = self._register(family, body if isinstance(body, dict) else {})
             except ProviderRefusal as refusal:
@@ -231,13 +231,15 @@ class ProviderDesk:
                     "rejections": state.rejections}
 
 
-def _count_receipt(state: ProviderState, key: str) -> None:
-    """A submit received again after Tamin refused every earlier one registered nothing: a resend, not a duplicate."""
-    state.submit_receipts[key] = state.submit_receipts.get(key, 0) + 1
-    if key in state.submit_repeats:
-        state.submit_repeats[key] += 1
-    elif state.submit_receipts[key] > 1:
-        state.resent_after_refusal += 1
+def count_receipt(receipts: dict[str, int], repeats: dict[str, int], key: str) -> bool:
+    """Count one receipt of ``key``; True when it is a resend of a key every earlier receipt of
+    which was refused (nothing was registered: not a duplicate). ``repeats`` holds the keys with a
+    receipt that was not refused, and counts the receipts after it (duplicates)."""
+    receipts[key] = receipts.get(key, 0) + 1
+    if key in repeats:
+        repeats[key] += 1
+        return False
+    return receipts[key] > 1
 
 
 def _int(value: Any) -> int:

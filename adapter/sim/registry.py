@@ -33,7 +33,7 @@ from typing import Any
 import jdatetime
 
 from adapter.sim import tamin_rules as rules
-from adapter.sim.provider_registry import ProviderDesk, ProviderState
+from adapter.sim.provider_registry import ProviderDesk, ProviderState, count_receipt
 from adapter.sim.settings import TaminSimSettings, parse_jalali_compact
 
 PROVIDER_ENDPOINTS = frozenset({"pharmacy_fetch", "pharmacy_submit", "pharmacy_confirm",
@@ -353,7 +353,8 @@ class TaminRegistry(ProviderDesk):
             content = rules.content_key(body)
             submission = idempotency_key or content
             if isinstance(body, dict) and body:
-                self._count_receipt(submission)
+                self._state.resent_after_refusal += count_receipt(self._state.receipts, self._state.repeats,
+                                                                  submission)
             record = CreateRecord(submission_key=submission, content_key=content, outcome="rejected")
             try:
                 rules.check_create(body, self._settings, today)
@@ -376,14 +377,6 @@ class TaminRegistry(ProviderDesk):
             record.head_id, record.tracking_code = presc.head_id, presc.tracking_code
             self._state.creates.append(record)
             return record
-
-    def _count_receipt(self, key: str) -> None:
-        state = self._state
-        state.receipts[key] = state.receipts.get(key, 0) + 1
-        if key in state.repeats:
-            state.repeats[key] += 1
-        elif state.receipts[key] > 1:
-            state.resent_after_refusal += 1
 
     def _live_duplicate(self, body: dict[str, Any], content: str) -> Prescription | None:
         if body.get("patient") == rules.ANONYMOUS_PATIENT and not self._settings.duplicate_check_anonymous:

@@ -50,8 +50,9 @@ def make_engine(url: str, durable_commits: bool = False) -> Engine:
         _ensure_sqlite_folder(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas("FULL" if durable_commits else "NORMAL"))
-        if _sqlite_file(url):
-            serialise_writers(engine, str(Path(_sqlite_file(url)).resolve()))
+        database = _sqlite_file(url)
+        if database:
+            serialise_writers(engine, str(Path(database).resolve()))
         return engine
     return create_engine(url, pool_size=16, max_overflow=8, pool_pre_ping=True)
 
