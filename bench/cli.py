@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import events as gen, profile as prof
-from bench.adapter_proc import REPO, AdapterProcess, adapter_cli, effective_config, write_config
+from bench.adapter_proc import REPO, AdapterProcess, adapter_cli, effective_config, read_rss_cpu, write_config
 from bench.backends import Backend, backend
 from bench.simproc import SimProcess
 from bench.store import Store, latency_figures
@@ -58,6 +58,53 @@ def wait_settled(store: Store, proc: AdapterProcess, expected: int, timeout_s: f
             console.log(f"  {label} stored {progress['events']}/{expected}, open {progress['open']}")
             last_print = time.monotonic()
         time.sleep(every_s)
+
+
+class SimCpu:
+    """CPU seconds the simulator process spends over a scenario, per request it answered: the
+    simulator shares this machine's cores with what is measured, so the share it takes bounds
+    what is left (see ``cpu_ceiling``)."""
+
+    def __init__(self, sim: SimProcess):
+        self._sim = sim
+        self._cpu0 = self._cpu()
+        self._requests0 = self._requests()
+
+    def _cpu(self) -> float:
+        got = read_rss_cpu(self._sim.pid)
+        return got[1] if got else 0.0
+
+    def _requests(self) -> int:
+        return sum((self._sim.stats().get("requests") or {}).values())
+
+    def figures(self, events: int) -> dict[str, Any]:
+        cpu_s = self._cpu() - self._cpu0
+        requests = self._requests() - self._requests0
+        return {"cpu_s": round(cpu_s, 2), "requests": requests,
+                "cpu_ms_per_request": round(cpu_s * 1000 / requests, 3) if requests else None,
+                "cpu_ms_per_event": round(cpu_s * 1000 / events, 3) if events else None}
+
+
+def cpu_ceiling(cores: int, sim_ms_per_event: float | None, baseline: dict[str, Any] | None,
+                throughput: dict[str, Any] | None, target_eps: float) -> dict[str, Any] | None:
+    """The most events/s the CPU allows on this machine, from the CPU each side spent per event.
+
+    All processes share ``cores``: a loop needing ``a`` ms of its own CPU and ``s`` ms of the
+    simulator's per event cannot pass ``cores * 1000 / (a + s)`` events/s; and one Python
+    interpreter runs its Python code on one core at a time, so not past ``1000 / a`` either
+    (a little more in practice: SQLite and socket waits release the GIL). ``adapter_budget_ms``
+    is the adapter CPU per event that ``target_eps`` would leave room for."""
+    if not sim_ms_per_event:
+        return None
+    out: dict[str, Any] = {"cores": cores, "simulator_cpu_ms_per_event": sim_ms_per_event,
+                           "target_eps": target_eps,
+                           "adapter_budget_ms_per_event_for_target": round(cores * 1000 / target_eps - sim_ms_per_event, 3)}
+    for name, run in (("bare", baseline), ("adapter", throughput)):
+        own = (run or {}).get("cpu_ms_per_event")
+        if own:
+            out[name] = {"cpu_ms_per_event": own, "all_cores_eps": round(cores * 1000 / (own + sim_ms_per_event), 1),
+                         "one_interpreter_eps": round(1000 / own, 1)}
+    return out
 
 
 def seconds(a: dt.datetime | None, b: dt.datetime | None) -> float | None:
@@ -132,6 +179,7 @@ def run_baseline(kind: str, work: Path, sim: SimProcess, bodies: list[bytes], wo
     with backend(kind, work / "baseline") as b:
         pub = publish(b, bodies)
         load0 = loadavg()
+        sim_cpu = SimCpu(sim)
         done = subprocess.run([sys.executable, "-m", "bench.baseline", "--broker", b.broker_url, "--queue", b.queue,
                                "--db", b.db_url, "--sim", sim.base_url, "--workers", str(workers),
                                "--count", str(len(bodies))], cwd=REPO, capture_output=True, text=True,
@@ -139,7 +187,8 @@ def run_baseline(kind: str, work: Path, sim: SimProcess, bodies: list[bytes], wo
         if done.returncode != 0:
             raise RuntimeError(f"baseline failed: {done.stderr[-3000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
-    result.update(publish=pub, workers=workers, loadavg_before=load0, loadavg_after=loadavg())
+    result.update(publish=pub, workers=workers, simulator_cpu=sim_cpu.figures(len(bodies)), loadavg_before=load0,
+                  loadavg_after=loadavg())
     return result
 
 
@@ -153,6 +202,7 @@ def run_throughput(kind: str, work: Path, sim: SimProcess, bodies: list[bytes], 
         store = Store(b.db_url)
         load0 = loadavg()
         profile_path = b.workdir / "py-spy.raw.txt" if profile else None
+        sim_cpu = SimCpu(sim)
         proc = AdapterProcess(config, profile=profile_path)
         try:
             settled = wait_settled(store, proc, len(bodies), timeout_s=max(600, len(bodies) / 20), label="throughput")
@@ -165,6 +215,7 @@ def run_throughput(kind: str, work: Path, sim: SimProcess, bodies: list[bytes], 
         rows = store.latency_rows()
         store.close()
         sim_stats = sim.stats()
+        sim_figures = sim_cpu.figures(len(bodies))
         cpu = proc.sampler.summary()
         result = {
             "events": len(bodies), "settled": settled, "states": states, "exit_code": code,
@@ -178,6 +229,7 @@ def run_throughput(kind: str, work: Path, sim: SimProcess, bodies: list[bytes], 
             "rss": cpu, "publish": pub, "config": effective_config(config),
             "latency_under_saturation": latency_figures(rows, sim_latency_ms),
             "simulator": {k: sim_stats.get(k) for k in ("requests", "duplicates", "rejections", "create_calls")},
+            "simulator_cpu": sim_figures,
             "loadavg_before": load0, "loadavg_after": loadavg(),
         }
         if profile_path is not None and profile_path.exists():
@@ -352,6 +404,12 @@ def verdict(ok: bool | None) -> str:
     return "[green]met[/]" if ok else ("[red]not met[/]" if ok is not None else "-")
 
 
+def ceiling_text(ceiling: dict[str, Any]) -> str:
+    parts = [f"{name} <= {min(c['all_cores_eps'], c['one_interpreter_eps'])} ev/s"
+             for name in ("bare", "adapter") if (c := ceiling.get(name))]
+    return ", ".join(parts)
+
+
 def table(results: dict[str, Any]) -> Table:
     t = Table(title=f"adapter benchmark ({results['parameters']['mode']}; {results['machine']['cores']} cores)")
     for col in ("backend", "measure", "value", "target", "verdict"):
@@ -370,6 +428,12 @@ def table(results: dict[str, Any]) -> Table:
                 ratio = r["throughput_ratio"]
                 t.add_row(kind, "adapter / bare", f"{ratio:.2f}x", f">= {TARGETS['throughput_ratio']}x",
                           verdict(ratio >= TARGETS["throughput_ratio"]))
+            ceiling = r.get("cpu_ceiling")
+            if ceiling:
+                t.add_row(kind, f"CPU ceiling on {ceiling['cores']} cores (simulator "
+                          f"{ceiling['simulator_cpu_ms_per_event']} ms CPU/ev)", ceiling_text(ceiling),
+                          f"{ceiling['target_eps']:.0f} ev/s leaves the adapter "
+                          f"{ceiling['adapter_budget_ms_per_event_for_target']} ms CPU/ev", "")
             sat = thr["latency_under_saturation"]["added_ms"]
             t.add_row(kind, "added latency, saturated (all queued)", f"p50 {sat['p50']} / p99 {sat['p99']} ms", "", "")
             t.add_row(kind, "peak RSS (throughput run)", f"{thr['rss'].get('peak_rss_mb')} MB",
@@ -484,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
             if r.get("baseline") and r.get("throughput"):
                 r["throughput_ratio"] = round(r["throughput"]["events_per_s"] / r["baseline"]["events_per_s"], 3)
                 r["little_law_ceiling_eps"] = round(workers / (args.latency_ms / 1000.0), 1) if args.latency_ms else None
+            if r.get("throughput") or r.get("baseline"):
+                sim_ms = ((r.get("throughput") or r.get("baseline") or {}).get("simulator_cpu") or {}).get("cpu_ms_per_event")
+                r["cpu_ceiling"] = cpu_ceiling(len(os.sched_getaffinity(0)), sim_ms, r.get("baseline"),
+                                               r.get("throughput"), TARGETS["throughput_eps_sqlite_2cores"])
             if "latency" in scenarios:
                 step("latency", lambda: run_latency(kind, work, sim, args.latency_rate, args.latency_seconds,
                                                     args.latency_ms, args.workers))
