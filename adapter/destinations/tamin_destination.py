@@ -29,6 +29,10 @@ _CREATE_OF = select(_SUBMISSIONS.c.id, _SUBMISSIONS.c.state, _SUBMISSIONS.c.resu
 _VISIT_KEY = (_VISITS.c.facility_siam_id == bindparam("w_facility"), _VISITS.c.visit_id == bindparam("w_visit"),
               _VISITS.c.destination == bindparam("w_destination"))
 _VISIT_HID = select(_VISITS.c.hid, _VISITS.c.eligible).where(*_VISIT_KEY)
+_ANSWER_COLUMNS = ("eligible", "hid", "detail", "checked_at")
+_UPDATE_VISIT = update(_VISITS).where(*_VISIT_KEY).values(
+    {name: bindparam(f"v_{name}", type_=_VISITS.c[name].type) for name in _ANSWER_COLUMNS})
+_INSERT_VISIT = insert(_VISITS)
 
 
 class TaminDestination:
@@ -81,13 +85,15 @@ class TaminDestination:
         if job.operation != "eligibility" or outcome.klass not in (OutcomeClass.accepted, OutcomeClass.rejected):
             return
         facility, visit_id = _split_visit_key(job.subject_key)
-        key = {"w_facility": facility, "w_visit": visit_id, "w_destination": self.name}
         values = {"eligible": bool(outcome.result.get("eligible")), "hid": outcome.result.get("hid"),
                   "detail": {k: v for k, v in outcome.result.items() if k != "hid"}, "checked_at": utcnow()}
         connection = session.connection()
-        if connection.execute(update(_VISITS).where(*_VISIT_KEY).values(**values), key).rowcount == 0:
-            connection.execute(insert(_VISITS).values(facility_siam_id=facility, visit_id=visit_id,
-                                                      destination=self.name, **values))
+        updated = connection.execute(_UPDATE_VISIT, {"w_facility": facility, "w_visit": visit_id,
+                                                     "w_destination": self.name,
+                                                     **{f"v_{name}": value for name, value in values.items()}})
+        if updated.rowcount == 0:
+            connection.execute(_INSERT_VISIT, {"facility_siam_id": facility, "visit_id": visit_id,
+                                               "destination": self.name, **values})
 
 
 def _split_visit_key(key: str | None) -> tuple[str, str]:
