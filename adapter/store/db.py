@@ -7,7 +7,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.pool import NullPool
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapter.store.sqlite_writers import serialise_writers
@@ -74,7 +75,29 @@ def alembic_config(url: str) -> AlembicConfig:
     return cfg
 
 
+# pg_advisory_lock key held while migrating ("ADPT"): any number of processes may start at once
+_MIGRATION_LOCK = 0x41445054
+
+
 def upgrade(url: str) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+    """Bring the schema to the newest migration (idempotent).
+
+    On PostgreSQL several ``adapter run`` processes may start at the same moment (scaled out,
+    or restarted together): they take turns through a session advisory lock, so the second one
+    finds the schema current instead of failing on a half-made ``alembic_version``."""
     _ensure_sqlite_folder(url)
-    command.upgrade(alembic_config(url), "head")
+    if not url.startswith("postgresql"):
+        command.upgrade(alembic_config(url), "head")
+        return
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as lock:
+            lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
+            lock.commit()
+            try:
+                command.upgrade(alembic_config(url), "head")
+            finally:
+                lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
+                lock.commit()
+    finally:
+        engine.dispose()

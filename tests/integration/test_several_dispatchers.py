@@ -1,0 +1,134 @@
+"""Several `adapter run` processes on one RabbitMQ queue and one PostgreSQL store, as hospital
+IT scales out: they share the intake (competing consumers) and the sends (claims take rows with
+`SKIP LOCKED` and a lease), and the insurer still gets every prescription exactly once --
+also when one of them is killed mid-send and the other takes its abandoned sends over.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adapter.sim.server import SimServer
+from adapter.sim.settings import TaminSimSettings
+from adapter.sim.tamin_app import create_tamin_app
+from tests.support import services as svc
+from tests.support.stack import Stack, good_event_lines
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(tmp_path: Path, pg_admin_url: str, amqp_url: str) -> Iterator[Stack]:
+    with SimServer(create_tamin_app(TaminSimSettings())) as sim:
+        name = svc.unique_name()
+        built = Stack("rabbitmq+postgresql", tmp_path, svc.create_database(pg_admin_url, name), amqp_url, sim)
+        built.write_config()
+        config = yaml.safe_load(built.config_path.read_text())
+        config["status"] = {"port": 0}  # two processes on one host: each its own free port
+        built.config_path.write_text(yaml.safe_dump(config))
+        try:
+            yield built
+        finally:
+            svc.drop_database(pg_admin_url, name)
+
+
+def start(stack: Stack, label: str, *args: str) -> subprocess.Popen[bytes]:
+    """One `adapter run` process, logging to its own file."""
+    log = open(stack.workdir / f"adapter-{label}.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "adapter", "run", *args, "--config", str(stack.config_path)],
+                            cwd=stack.workdir, stdout=log, stderr=log, env=stack._env())
+
+
+def attempts_logged(stack: Stack, label: str) -> int:
+    """Exchanges with the insurer that process ``label`` recorded (its JSON "attempt" log lines)."""
+    count = 0
+    for line in (stack.workdir / f"adapter-{label}.log").read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        count += entry.get("event") == "attempt"
+    return count
+
+
+def log_tails(stack: Stack, *labels: str) -> str:
+    return "\n".join(f"--- {label}\n" + "\n".join(
+        (stack.workdir / f"adapter-{label}.log").read_text(errors="replace").splitlines()[-20:]) for label in labels)
+
+
+def assert_all_accepted_once(stack: Stack, events: int) -> None:
+    store, sim = stack.store(), stack.sim_stats()
+    assert store["events"] == events
+    assert store["states"] == {"accepted": sum(store["states"].values())}
+    assert sim["duplicates"] == 0
+    assert sim["prescriptions"] == store["creates"]
+    assert sim["received_submissions"] == store["creates"]
+
+
+def test_two_processes_share_the_work_and_send_each_prescription_once(stack: Stack) -> None:
+    stack.sim_faults(latency_ms=10)
+    stack.publish(good_event_lines(800))
+    first, second = start(stack, "a", "--until-idle"), start(stack, "b", "--until-idle")
+    codes = first.wait(timeout=300), second.wait(timeout=300)
+    assert codes == (0, 0), log_tails(stack, "a", "b")
+    assert_all_accepted_once(stack, 800)
+    sent = attempts_logged(stack, "a"), attempts_logged(stack, "b")
+    assert min(sent) > 0, f"one process sent nothing ({sent}): the test proved nothing about sharing"
+    assert sum(sent) == sum(stack.sim_stats()["requests"].get(k, 0)
+                            for k in ("eligibility", "create", "edit", "delete"))
+
+
+def wait_all_final(stack: Stack, events: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        store = stack.store()
+        if store["events"] == events and set(store["states"]) <= {"accepted", "rejected", "invalid", "dead"}:
+            return
+        assert time.monotonic() < deadline, f"not finished in {timeout:.0f}s: {store}"
+        time.sleep(0.5)
+
+
+def test_one_of_two_killed_mid_send_the_other_finishes_without_a_second_prescription(stack: Stack) -> None:
+    stack.sim_faults(latency_ms=40)  # sends in flight when the kill comes
+    stack.publish(good_event_lines(600))
+    victim, survivor = start(stack, "victim"), start(stack, "survivor")
+    try:
+        stack.wait_for_sim("create_calls", 40)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        assert attempts_logged(stack, "victim") > 0, "the victim sent nothing before the kill: nothing was tested"
+        stack.sim_faults(latency_ms=0)
+        # the survivor alone: the victim's unacked messages come back to it from RabbitMQ, and
+        # the victim's leased sends are looked up once the lease and the grace have passed
+        wait_all_final(stack, 600, timeout=180)
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(timeout=120) == 0, log_tails(stack, "survivor")
+    finally:
+        for process in (victim, survivor):
+            if process.poll() is None:
+                process.kill()
+    assert_all_accepted_once(stack, 600)
+
+
+def test_processes_starting_together_on_a_new_database_all_come_up(pg_admin_url: str) -> None:
+    """Each `adapter run` brings the schema up to date at start; started together on an empty
+    database, they take turns instead of failing on each other's half-made tables."""
+    name = svc.unique_name()
+    url = svc.create_database(pg_admin_url, name)
+    try:
+        code = f"from adapter.store.db import upgrade; upgrade({url!r})"
+        starters = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+                    for _ in range(4)]
+        results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in starters]
+        assert [c for c, _ in results] == [0, 0, 0, 0], "\n".join(err[-1500:] for _, err in results)
+    finally:
+        svc.drop_database(pg_admin_url, name)
