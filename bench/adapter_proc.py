@@ -120,9 +120,10 @@ class Sampler:
 
 
 class AdapterProcess:
-    def __init__(self, config: Path, *, profile: Path | None = None, progress: Any = None, every_s: float = 0.5):
+    def __init__(self, config: Path, *, profile: Path | None = None, progress: Any = None, every_s: float = 0.5,
+                 log_name: str = "adapter.log"):
         self.config = config
-        self.log = config.parent / "adapter.log"
+        self.log = config.parent / log_name
         env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTER")}
         self.proc = subprocess.Popen([sys.executable, "-m", "adapter", "run", "--config", str(config)],
                                      cwd=config.parent, stdout=open(self.log, "a"), stderr=subprocess.STDOUT, env=env)
@@ -157,3 +158,34 @@ class AdapterProcess:
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+
+class ProcessGroup:
+    """Several ``adapter run`` processes on one config (PostgreSQL + RabbitMQ: they share the
+    queue as competing consumers and the store through ``SKIP LOCKED`` claims), watched as one:
+    alive while all are, CPU summed, RSS per process."""
+
+    def __init__(self, config: Path, count: int, *, profile: Path | None = None):
+        self.procs = [AdapterProcess(config, profile=profile if i == 0 else None,
+                                     log_name="adapter.log" if count == 1 else f"adapter-{i + 1}.log")
+                      for i in range(count)]
+        self.started = self.procs[0].started
+
+    def alive(self) -> bool:
+        return all(p.alive() for p in self.procs)
+
+    def stop(self) -> int:
+        codes = [p.stop() for p in self.procs]
+        return next((c for c in codes if c), 0)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(f"--- {p.log.name}\n{p.log_tail(lines)}" for p in self.procs)
+
+    def summary(self) -> dict[str, Any]:
+        """One process: its sampler's summary. Several: CPU summed, the largest peak RSS, and each one's."""
+        if len(self.procs) == 1:
+            return self.procs[0].sampler.summary()
+        each = [p.sampler.summary() for p in self.procs]
+        return {"processes": len(each), "cpu_s": round(sum(e.get("cpu_s", 0.0) for e in each), 2),
+                "peak_rss_mb": max((e.get("peak_rss_mb", 0.0) for e in each), default=None),
+                "per_process": each}

@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import events as gen, profile as prof
-from bench.adapter_proc import REPO, AdapterProcess, adapter_cli, effective_config, read_rss_cpu, write_config
+from bench.adapter_proc import (REPO, AdapterProcess, ProcessGroup, adapter_cli, effective_config, read_rss_cpu,
+                                write_config)
 from bench.backends import Backend, backend
 from bench.simproc import SimProcess
 from bench.store import Store, latency_figures
@@ -42,7 +43,7 @@ def publish(b: Backend, bodies: Any) -> dict[str, Any]:
     return {"published": count, "elapsed_s": round(elapsed, 2), "per_s": round(count / elapsed, 1) if elapsed else None}
 
 
-def wait_settled(store: Store, proc: AdapterProcess, expected: int, timeout_s: float, every_s: float = 1.0,
+def wait_settled(store: Store, proc: AdapterProcess | ProcessGroup, expected: int, timeout_s: float, every_s: float = 1.0,
                  label: str = "") -> dict[str, int]:
     deadline = time.monotonic() + timeout_s
     last_print = 0.0
@@ -51,7 +52,7 @@ def wait_settled(store: Store, proc: AdapterProcess, expected: int, timeout_s: f
         if progress["events"] >= expected and progress["open"] == 0:
             return progress
         if not proc.alive():
-            raise RuntimeError(f"the adapter exited ({proc.proc.returncode}):\n{proc.log_tail()}")
+            raise RuntimeError(f"the adapter exited:\n{proc.log_tail()}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"not settled in {timeout_s:.0f}s: {progress}")
         if time.monotonic() - last_print > 15:
@@ -86,24 +87,25 @@ class SimCpu:
 
 
 def cpu_ceiling(cores: int, sim_ms_per_event: float | None, baseline: dict[str, Any] | None,
-                throughput: dict[str, Any] | None, target_eps: float) -> dict[str, Any] | None:
+                throughput: dict[str, Any] | None, target_eps: float, processes: int = 1) -> dict[str, Any] | None:
     """The most events/s the CPU allows on this machine, from the CPU each side spent per event.
 
     All processes share ``cores``: a loop needing ``a`` ms of its own CPU and ``s`` ms of the
     simulator's per event cannot pass ``cores * 1000 / (a + s)`` events/s; and one Python
     interpreter runs its Python code on one core at a time, so not past ``1000 / a`` either
-    (a little more in practice: SQLite and socket waits release the GIL). ``adapter_budget_ms``
+    (a little more in practice: SQLite and socket waits release the GIL; ``processes`` adapter
+    processes: ``processes * 1000 / a``). ``adapter_budget_ms``
     is the adapter CPU per event that ``target_eps`` would leave room for."""
     if not sim_ms_per_event:
         return None
     out: dict[str, Any] = {"cores": cores, "simulator_cpu_ms_per_event": sim_ms_per_event,
                            "target_eps": target_eps,
                            "adapter_budget_ms_per_event_for_target": round(cores * 1000 / target_eps - sim_ms_per_event, 3)}
-    for name, run in (("bare", baseline), ("adapter", throughput)):
+    for name, run, interpreters in (("bare", baseline, 1), ("adapter", throughput, processes)):
         own = (run or {}).get("cpu_ms_per_event")
         if own:
             out[name] = {"cpu_ms_per_event": own, "all_cores_eps": round(cores * 1000 / (own + sim_ms_per_event), 1),
-                         "one_interpreter_eps": round(1000 / own, 1)}
+                         "interpreters": interpreters, "interpreters_eps": round(interpreters * 1000 / own, 1)}
     return out
 
 
@@ -193,7 +195,7 @@ def run_baseline(kind: str, work: Path, sim: SimProcess, bodies: list[bytes], wo
 
 
 def run_throughput(kind: str, work: Path, sim: SimProcess, bodies: list[bytes], sim_latency_ms: float,
-                   workers: int | None, profile: bool) -> dict[str, Any]:
+                   workers: int | None, profile: bool, processes: int = 1) -> dict[str, Any]:
     sim.reset()
     with backend(kind, work / "throughput") as b:
         config = write_config(b, sim.base_url, max_rps=None, workers=workers)
@@ -203,7 +205,7 @@ def run_throughput(kind: str, work: Path, sim: SimProcess, bodies: list[bytes], 
         load0 = loadavg()
         profile_path = b.workdir / "py-spy.raw.txt" if profile else None
         sim_cpu = SimCpu(sim)
-        proc = AdapterProcess(config, profile=profile_path)
+        proc = ProcessGroup(config, processes, profile=profile_path)
         try:
             settled = wait_settled(store, proc, len(bodies), timeout_s=max(600, len(bodies) / 20), label="throughput")
             wall = time.monotonic() - proc.started
@@ -216,9 +218,9 @@ def run_throughput(kind: str, work: Path, sim: SimProcess, bodies: list[bytes], 
         store.close()
         sim_stats = sim.stats()
         sim_figures = sim_cpu.figures(len(bodies))
-        cpu = proc.sampler.summary()
+        cpu = proc.summary()
         result = {
-            "events": len(bodies), "settled": settled, "states": states, "exit_code": code,
+            "events": len(bodies), "processes": processes, "settled": settled, "states": states, "exit_code": code,
             "span_s": round(span, 3) if span else None,
             "events_per_s": round(len(bodies) / span, 1) if span else None,
             "submissions_per_s": round(sum(states.values()) / span, 1) if span else None,
@@ -405,7 +407,7 @@ def verdict(ok: bool | None) -> str:
 
 
 def ceiling_text(ceiling: dict[str, Any]) -> str:
-    parts = [f"{name} <= {min(c['all_cores_eps'], c['one_interpreter_eps'])} ev/s"
+    parts = [f"{name} <= {min(c['all_cores_eps'], c['interpreters_eps'])} ev/s"
              for name in ("bare", "adapter") if (c := ceiling.get(name))]
     return ", ".join(parts)
 
@@ -420,7 +422,9 @@ def table(results: dict[str, Any]) -> Table:
             t.add_row(kind, f"bare pipeline ({base['workers']} workers)", f"{base['events_per_s']} ev/s "
                       f"({base['cpu_ms_per_event']} ms CPU/ev)", "", "")
         if thr:
-            t.add_row(kind, "adapter throughput", f"{thr['events_per_s']} ev/s ({thr['cpu_ms_per_event']} ms CPU/ev)",
+            procs = thr.get("processes", 1)
+            t.add_row(kind, "adapter throughput" + (f" ({procs} processes)" if procs > 1 else ""),
+                      f"{thr['events_per_s']} ev/s ({thr['cpu_ms_per_event']} ms CPU/ev)",
                       f">= {TARGETS['throughput_eps_sqlite_2cores']} ev/s" if kind == "embedded" else "",
                       verdict(thr["events_per_s"] >= TARGETS["throughput_eps_sqlite_2cores"]) if kind == "embedded"
                       else "")
@@ -479,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only-rabbitmq-postgres", action="store_true", help="only on RabbitMQ + PostgreSQL")
     p.add_argument("--scenarios", default="baseline,throughput,latency,drain",
                    help="comma list of baseline,throughput,latency,drain (long is --long)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="adapter processes in the throughput run (RabbitMQ + PostgreSQL only: they share the queue "
+                        "and the store); the bare loop then runs workers x processes threads")
     p.add_argument("--profile", action="store_true", help="py-spy record (--gil) the adapter during the throughput run")
     p.add_argument("--sim-as-is", action="store_true",
                    help="keep the simulator's linear duplicate check (its answer time then grows with N; see docs)")
@@ -501,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ["rabbitmq-postgres"] if args.only_rabbitmq_postgres else \
         ["embedded"] + (["rabbitmq-postgres"] if args.rabbitmq_postgres else [])
     scenarios = {s.strip() for s in args.scenarios.split(",") if s.strip()}
+    if args.processes < 1 or (args.processes > 1 and "embedded" in kinds):
+        p.error("--processes above 1 needs PostgreSQL and RabbitMQ: add --only-rabbitmq-postgres")
     from adapter.config import load_config
 
     workers = args.workers or load_config(REPO / "config" / "embedded.yaml", {}).dispatch.workers
@@ -514,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                        "latency_rate": args.latency_rate, "latency_seconds": args.latency_seconds,
                        "drain_size": args.drain_size, "drain_rps": drain_rps, "long": args.long,
                        "long_events": args.long_events if args.long else None, "scenarios": sorted(scenarios),
-                       "backends": kinds, "profile": args.profile,
+                       "backends": kinds, "profile": args.profile, "processes": args.processes,
                        "sim_duplicate_check": "as-is (linear)" if args.sim_as_is else "indexed by patient (bench only)"},
         "backends": {},
     }
@@ -541,17 +550,19 @@ def main(argv: list[str] | None = None) -> int:
                 out_path.write_text(json.dumps(results, indent=2, default=str))
 
             if "baseline" in scenarios:
-                step("baseline", lambda: run_baseline(kind, work, sim, bodies, workers))
+                step("baseline", lambda: run_baseline(kind, work, sim, bodies, workers * args.processes))
             if "throughput" in scenarios:
                 step("throughput", lambda: run_throughput(kind, work, sim, bodies, args.latency_ms, args.workers,
-                                                          args.profile))
+                                                          args.profile, args.processes))
             if r.get("baseline") and r.get("throughput"):
                 r["throughput_ratio"] = round(r["throughput"]["events_per_s"] / r["baseline"]["events_per_s"], 3)
-                r["little_law_ceiling_eps"] = round(workers / (args.latency_ms / 1000.0), 1) if args.latency_ms else None
+                r["little_law_ceiling_eps"] = round(workers * args.processes / (args.latency_ms / 1000.0), 1) \
+                    if args.latency_ms else None
             if r.get("throughput") or r.get("baseline"):
                 sim_ms = ((r.get("throughput") or r.get("baseline") or {}).get("simulator_cpu") or {}).get("cpu_ms_per_event")
                 r["cpu_ceiling"] = cpu_ceiling(len(os.sched_getaffinity(0)), sim_ms, r.get("baseline"),
-                                               r.get("throughput"), TARGETS["throughput_eps_sqlite_2cores"])
+                                               r.get("throughput"), TARGETS["throughput_eps_sqlite_2cores"],
+                                               args.processes)
             if "latency" in scenarios:
                 step("latency", lambda: run_latency(kind, work, sim, args.latency_rate, args.latency_seconds,
                                                     args.latency_ms, args.workers))
