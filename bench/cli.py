@@ -341,8 +341,9 @@ def run_drain(kind: str, work: Path, sim: SimProcess, size: int, rps: float, wor
 
 def run_long(kind: str, work: Path, sim: SimProcess, count: int, workers: int | None,
              backlog: int = 20_000) -> dict[str, Any]:
-    """``count`` events streamed in (backlog kept under ``backlog``) through one adapter process;
-    RSS sampled every 2 s with the number of events stored at that moment."""
+    """``count`` events streamed in through one adapter process, the work in hand (in the queue
+    or stored and not yet final) kept under ``backlog``, so the run is a steady state and not a
+    queue that grows; RSS sampled every 2 s with the number of events stored at that moment."""
     from adapter.broker.connection import producer
 
     sim.reset()
@@ -362,7 +363,7 @@ def run_long(kind: str, work: Path, sim: SimProcess, count: int, workers: int | 
                     if published % 2000 == 0:
                         while True:
                             latest.update(store.progress())
-                            if published - latest["events"] < backlog:
+                            if published - latest["events"] + latest["open"] < backlog:
                                 break
                             if not proc.alive():
                                 raise RuntimeError(proc.log_tail())
