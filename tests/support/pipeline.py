@@ -38,10 +38,18 @@ class _RecordingSend:
     async def send(self, message: Any) -> None:
         if message["type"] == "http.response.start":
             self._status = message["status"]
+        if message["type"] != "http.response.body" or message.get("more_body", False):
+            await self._send(message)
+            return
+        # noted before the last part goes out: once it is out the client may go on (and a test
+        # read the log) before this thread runs again; amended if the connection closed meanwhile
+        entry = self._on_end(0 if self._closing() else self._status)
         await self._send(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            closed = self.transport is not None and self.transport.is_closing()
-            self._on_end(0 if closed else self._status)
+        if self._closing():
+            entry["status"] = 0
+
+    def _closing(self) -> bool:
+        return self.transport is not None and self.transport.is_closing()
 
 
 class RecordingApp:
@@ -61,9 +69,11 @@ class RecordingApp:
     def registry(self) -> TaminRegistry:
         return self.app.state.registry
 
-    def _note(self, **entry: Any) -> None:
+    def _note(self, **fields: Any) -> dict[str, Any]:
         with self._lock:
-            self.log.append({"seq": next(self._seq), **entry})
+            entry = {"seq": next(self._seq), **fields}
+            self.log.append(entry)
+            return entry
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
