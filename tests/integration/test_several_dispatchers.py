@@ -74,19 +74,6 @@ def assert_all_accepted_once(stack: Stack, events: int) -> None:
     assert sim["received_submissions"] == store["creates"]
 
 
-def test_two_processes_share_the_work_and_send_each_prescription_once(stack: Stack) -> None:
-    stack.sim_faults(latency_ms=10)
-    stack.publish(good_event_lines(800))
-    first, second = start(stack, "a", "--until-idle"), start(stack, "b", "--until-idle")
-    codes = first.wait(timeout=300), second.wait(timeout=300)
-    assert codes == (0, 0), log_tails(stack, "a", "b")
-    assert_all_accepted_once(stack, 800)
-    sent = attempts_logged(stack, "a"), attempts_logged(stack, "b")
-    assert min(sent) > 0, f"one process sent nothing ({sent}): the test proved nothing about sharing"
-    assert sum(sent) == sum(stack.sim_stats()["requests"].get(k, 0)
-                            for k in ("eligibility", "create", "edit", "delete"))
-
-
 def wait_all_final(stack: Stack, events: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -97,11 +84,52 @@ def wait_all_final(stack: Stack, events: int, timeout: float) -> None:
         time.sleep(0.5)
 
 
+def wait_consumers(stack: Stack, count: int, timeout: float = 60) -> None:
+    """Until ``count`` consumers are attached to the stack's queue (RabbitMQ's own count)."""
+    from adapter.broker.connection import connect, event_queue
+    from adapter.config import BrokerConfig
+
+    config = BrokerConfig(url=stack.broker_url, queue=stack.queue)
+    deadline = time.monotonic() + timeout
+    with connect(config) as connection:
+        queue = event_queue(config)(connection.default_channel)
+        queue.declare()  # as the adapter declares it: whoever comes first
+        while True:
+            _, _, consumers = queue.queue_declare(passive=True)
+            if consumers >= count:
+                return
+            assert time.monotonic() < deadline, f"{consumers} of {count} consumers attached after {timeout:.0f}s"
+            time.sleep(0.1)
+
+
+def test_two_processes_share_the_work_and_send_each_prescription_once(stack: Stack) -> None:
+    stack.sim_faults(latency_ms=10)
+    first, second = start(stack, "a"), start(stack, "b")
+    try:
+        wait_consumers(stack, 2)  # both attached before any event: neither can finish alone
+        stack.publish(good_event_lines(800))
+        wait_all_final(stack, 800, timeout=180)
+        for process in (first, second):
+            process.send_signal(signal.SIGTERM)
+        codes = first.wait(timeout=120), second.wait(timeout=120)
+    finally:
+        for process in (first, second):
+            if process.poll() is None:
+                process.kill()
+    assert codes == (0, 0), log_tails(stack, "a", "b")
+    assert_all_accepted_once(stack, 800)
+    sent = attempts_logged(stack, "a"), attempts_logged(stack, "b")
+    assert min(sent) > 0, f"one process sent nothing ({sent})"
+    assert sum(sent) == sum(stack.sim_stats()["requests"].get(k, 0)
+                            for k in ("eligibility", "create", "edit", "delete"))
+
+
 def test_one_of_two_killed_mid_send_the_other_finishes_without_a_second_prescription(stack: Stack) -> None:
     stack.sim_faults(latency_ms=40)  # sends in flight when the kill comes
-    stack.publish(good_event_lines(600))
     victim, survivor = start(stack, "victim"), start(stack, "survivor")
     try:
+        wait_consumers(stack, 2)
+        stack.publish(good_event_lines(600))
         stack.wait_for_sim("create_calls", 40)
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
