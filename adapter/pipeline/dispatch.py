@@ -262,6 +262,7 @@ class Dispatcher:
         self._work.set()
 
     def _mark_woken(self, destinations: Iterable[str] | None) -> None:
+        """Count the wake and end the destinations' quiet time, so the next claim asks them."""
         for name in (self._destinations if destinations is None else destinations):
             self._wakes[name] = self._wakes.get(name, 0) + 1  # a claim already under way must not go quiet
             self._quiet_until.pop(name, None)
