@@ -179,7 +179,11 @@ def _take_statement(kind: str) -> Any:
         first_attempt_at=func.coalesce(s.c.first_attempt_at, bindparam("p_now", type_=moment)))
     if kind == "abandoned":
         values["ambiguous"] = True
-    return update(s).where(s.c.id.in_(bindparam("ids", expanding=True)), s.c.state == bindparam("seen"), guard) \
+    # ``state`` compared through an expression: a plain ``state = ?`` (with ``next_attempt_at``)
+    # lets SQLite range-scan ix_submissions_due over every due row -- the whole backlog, per
+    # claim -- instead of looking the few ids up by primary key (PostgreSQL takes the key anyway)
+    seen_state = func.coalesce(s.c.state, "") == bindparam("seen")
+    return update(s).where(s.c.id.in_(bindparam("ids", expanding=True)), seen_state, guard) \
         .values(**values).returning(*(s.c[c] for c in _JOB_COLUMNS))
 
 
