@@ -112,15 +112,24 @@ def fallback_day(now: dt.datetime, timezone: str) -> str:
 def next_fallback_no(session: Session, prefix: str, facility: str, day: str) -> str:
     """``<prefix>-<facility>-<yyMMdd>-<seq>``: seq counts per facility and day, from 0001.
 
-    The highest number of the day is found by the database (a range scan of the unique index,
-    the longest then the greatest: 10000 comes after 9999), not by reading every number of the
-    day: this runs for each prescription that arrives during an outage. Two writers may pick
-    the same number; the unique index refuses the second, which retries."""
+    This runs for each prescription that arrives during an outage, so the day's highest number
+    is read from the unique index: its last entry in the day's range, while the day has only
+    four-digit numbers below 9999 (one index step). Past that, text order no longer follows
+    number order (10000 sorts before 9999), and the day's numbers are sorted by length, then
+    text -- a cost that grows with the day's count, met only on a day of 10,000 paper
+    prescriptions in one facility. Two writers may pick the same number; the unique index
+    refuses the second, which retries."""
     stem = f"{prefix}-{facility}-{day}-"
     number = FallbackRecord.fallback_no
-    highest = session.scalar(select(number).where(number > stem, number < stem + "~")
-                             .order_by(func.length(number).desc(), number.desc()).limit(1))
-    sequence = highest[len(stem):] if highest else "0"
+    in_day = (number > stem, number < stem + "~")
+    last = session.scalar(select(number).where(*in_day).order_by(number.desc()).limit(1))
+    if last is None:
+        return f"{stem}0001"
+    sequence = last[len(stem):]
+    if len(sequence) != 4 or not sequence.isdigit() or sequence == "9999":
+        highest = session.scalar(select(number).where(*in_day)
+                                 .order_by(func.length(number).desc(), number.desc()).limit(1)) or stem
+        sequence = highest[len(stem):]
     return f"{stem}{int(sequence) + 1 if sequence.isdigit() else 1:04d}"
 
 
