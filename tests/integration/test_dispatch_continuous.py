@@ -150,30 +150,36 @@ def test_run_once_and_pump_keep_create_edit_cancel_in_order(sample: SampleSet, m
                 assert ops["create"] < ops[later]
 
 
-def test_the_claim_query_reads_the_partial_index(make_app: Callable[..., App], tmp_path: Path) -> None:
-    """SQLite uses ix_submissions_claim only if the query carries the index's own WHERE text:
-    the claim then costs with open work, not with the history kept."""
+def query_plan(app: App, run: Callable[[Any], Any], starts: str) -> str:
+    """SQLite's EXPLAIN QUERY PLAN of the statement starting with ``starts`` that ``run(session)`` executes."""
     from sqlalchemy import event
 
-    from adapter.pipeline.dispatch import _candidates
-
-    app = make_app(f"sqlite:///{tmp_path / 'a.db'}")
     seen: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         seen.append((statement, parameters))
 
-    now = dt.datetime.now(dt.timezone.utc)
     event.listen(app.engine, "before_cursor_execute", capture)
     try:
         with app.sessions() as session:
-            _candidates(session, ["tamin"], now, now, False, 8, abandoned=False)
+            run(session)
     finally:
         event.remove(app.engine, "before_cursor_execute", capture)
-    [(statement, parameters)] = [(s, p) for s, p in seen if "FROM submissions" in s]
+    [(statement, parameters)] = [(s, p) for s, p in seen if s.lstrip().startswith(starts)]
     with app.engine.connect() as connection:
-        plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
+        return " ".join(str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
                                                                              parameters))
+
+
+def test_the_claim_query_reads_the_partial_index(make_app: Callable[..., App], tmp_path: Path) -> None:
+    """SQLite uses ix_submissions_claim only if the query carries the index's own WHERE text:
+    the claim then costs with open work, not with the history kept."""
+    from adapter.pipeline.dispatch import _candidates
+
+    app = make_app(f"sqlite:///{tmp_path / 'a.db'}")
+    now = dt.datetime.now(dt.timezone.utc)
+    plan = query_plan(app, lambda session: _candidates(session, ["tamin"], now, now, False, 8, abandoned=False),
+                      "SELECT")
     assert "ix_submissions_claim" in plan
     assert "TEMP B-TREE" not in plan, "the index gives the order: no sort of all due rows"
 
@@ -185,25 +191,13 @@ def test_the_claiming_update_looks_the_ids_up_by_key(make_app: Callable[..., App
     """The claiming UPDATE finds its few rows by primary key, not by a range scan of
     ix_submissions_due over every due row: that made each claim cost with the backlog, and a
     100,000-submission drain after an outage reached only 87 % of max_rps."""
-    from sqlalchemy import event
-
     app = make_app(f"sqlite:///{tmp_path / 'a.db'}")
-    seen: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        seen.append((statement, parameters))
-
     now = dt.datetime.now(dt.timezone.utc)
-    event.listen(app.engine, "before_cursor_execute", capture)
-    try:
-        with app.sessions() as session:
-            assert app.dispatcher._take(session, [1, 2, 3], seen_state, now, now, probe) == []
-    finally:
-        event.remove(app.engine, "before_cursor_execute", capture)
-    [(statement, parameters)] = [(s, p) for s, p in seen if s.lstrip().startswith("UPDATE submissions")]
-    with app.engine.connect() as connection:
-        plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
-                                                                             parameters))
+
+    def claim(session: Any) -> None:
+        assert app.dispatcher._take(session, [1, 2, 3], seen_state, now, now, probe) == []
+
+    plan = query_plan(app, claim, "UPDATE submissions")
     assert "PRIMARY KEY" in plan, plan
     assert "ix_submissions_due" not in plan, plan
 
