@@ -231,7 +231,7 @@ class Dispatcher:
         While sends are in flight, a claim waits until a quarter of the slots are free, so a
         saturated dispatcher claims in small batches instead of one row per finished send."""
         with self._lock:
-            free = self._config.workers - self._in_flight if self._worth_claiming() else 0
+            free = self._slots_to_claim()
         if not free:
             return 0
         jobs = self._claim(min(free, self._config.batch_size), skip_quiet=True)
@@ -241,12 +241,12 @@ class Dispatcher:
             self._pool.submit(self._handle, job, counted=True)
         return len(jobs)
 
-    def _worth_claiming(self) -> bool:
-        """With ``_lock`` held: whether ``pump`` would claim now (a free slot, and a quarter of
-        the slots free while sends are in flight)."""
+    def _slots_to_claim(self) -> int:
+        """With ``_lock`` held: the free slots ``pump`` would claim for now -- 0 unless a quarter
+        of the slots are free while sends are in flight (any free slot when none are)."""
         workers = self._config.workers
         free, busy = workers - self._in_flight, self._in_flight
-        return free > 0 and (not busy or free >= max(1, workers // 4))
+        return free if free > 0 and (not busy or free >= max(1, workers // 4)) else 0
 
     def _sent(self, destination: str) -> None:
         """A send started by ``pump`` is recorded: its slot is free, and a successor may have
@@ -255,7 +255,7 @@ class Dispatcher:
         with self._lock:
             self._in_flight -= 1
             self._lock.notify_all()
-            worth_it = self._worth_claiming()
+            worth_it = self._slots_to_claim() > 0
         self._mark_woken([destination])
         if worth_it:
             self._work.set()

@@ -18,7 +18,7 @@ from adapter.sim.server import SimServer
 from adapter.sim.settings import TaminSimSettings
 from adapter.sim.tamin_app import create_tamin_app
 from tests.support import services as svc
-from tests.support.stack import Stack, good_event_lines, status_json
+from tests.support.stack import Stack, assert_all_accepted_once, good_event_lines, status_json
 
 
 @pytest.fixture(params=["embedded", pytest.param("rabbitmq+postgresql", marks=pytest.mark.integration)])
@@ -38,15 +38,6 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
             yield built
         finally:
             svc.drop_database(admin, name)
-
-
-def assert_all_accepted_once(stack: Stack, events: int) -> None:
-    store, sim = stack.store(), stack.sim_stats()
-    assert store["events"] == events
-    assert store["states"] == {"accepted": sum(store["states"].values())}, stack.log_tail()
-    assert sim["duplicates"] == 0
-    assert sim["prescriptions"] == store["creates"]
-    assert sim["received_submissions"] == store["creates"]
 
 
 def test_thousand_events_accepted_exactly_once_and_republish_sends_nothing(stack: Stack) -> None:

@@ -21,7 +21,7 @@ from adapter.sim.server import SimServer
 from adapter.sim.settings import TaminSimSettings
 from adapter.sim.tamin_app import create_tamin_app
 from tests.support import services as svc
-from tests.support.stack import Stack, good_event_lines
+from tests.support.stack import Stack, assert_all_accepted_once, good_event_lines
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +43,7 @@ def stack(tmp_path: Path, pg_admin_url: str, amqp_url: str) -> Iterator[Stack]:
 
 def start(stack: Stack, label: str, *args: str) -> subprocess.Popen[bytes]:
     """One `adapter run` process, logging to its own file."""
-    log = open(stack.workdir / f"adapter-{label}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "adapter", "run", *args, "--config", str(stack.config_path)],
-                            cwd=stack.workdir, stdout=log, stderr=log, env=stack._env())
+    return stack.start_adapter(*args, log_name=f"adapter-{label}.log")
 
 
 def attempts_logged(stack: Stack, label: str) -> int:
@@ -63,15 +61,6 @@ def attempts_logged(stack: Stack, label: str) -> int:
 def log_tails(stack: Stack, *labels: str) -> str:
     return "\n".join(f"--- {label}\n" + "\n".join(
         (stack.workdir / f"adapter-{label}.log").read_text(errors="replace").splitlines()[-20:]) for label in labels)
-
-
-def assert_all_accepted_once(stack: Stack, events: int) -> None:
-    store, sim = stack.store(), stack.sim_stats()
-    assert store["events"] == events
-    assert store["states"] == {"accepted": sum(store["states"].values())}
-    assert sim["duplicates"] == 0
-    assert sim["prescriptions"] == store["creates"]
-    assert sim["received_submissions"] == store["creates"]
 
 
 def wait_all_final(stack: Stack, events: int, timeout: float) -> None:

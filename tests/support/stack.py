@@ -71,8 +71,8 @@ class Stack:
                                   cwd=self.workdir, stdout=subprocess.PIPE, stderr=log, text=True, timeout=timeout,
                                   env=self._env())
 
-    def start_adapter(self, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / "adapter.log", "a")
+    def start_adapter(self, *args: str, log_name: str = "adapter.log") -> subprocess.Popen[bytes]:
+        log = open(self.workdir / log_name, "a")
         return subprocess.Popen([sys.executable, "-m", "adapter", "run", *args, "--config", str(self.config_path)],
                                 cwd=self.workdir, stdout=log, stderr=log, env=self._env())
 
@@ -113,6 +113,16 @@ class Stack:
     def log_tail(self, lines: int = 40) -> str:
         path = self.workdir / "adapter.log"
         return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else ""
+
+
+def assert_all_accepted_once(stack: Stack, events: int) -> None:
+    """All ``events`` stored, every submission accepted, and each prescription received once by the simulator."""
+    store, sim = stack.store(), stack.sim_stats()
+    assert store["events"] == events
+    assert store["states"] == {"accepted": sum(store["states"].values())}, stack.log_tail()
+    assert sim["duplicates"] == 0
+    assert sim["prescriptions"] == store["creates"]
+    assert sim["received_submissions"] == store["creates"]
 
 
 def status_json(stack: Stack) -> dict[str, Any]:
