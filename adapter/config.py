@@ -53,6 +53,11 @@ class BrokerConfig(_Section):
     reply_queue: str = Field(
         "his.replies", min_length=1,
         description="the queue the adapter publishes replies to the HIS on (e.g. adapter.paper_fallback), bound to exchange")
+    heartbeat_s: int = Field(
+        30, ge=0, le=600,
+        description="RabbitMQ only: AMQP heartbeat in seconds; a connection silent for about twice this (a firewall or "
+                    "NAT dropped it) is given up and opened again. 0 turns heartbeats off (not advised)")
+    connect_timeout_s: float = Field(5.0, gt=0, le=120, description="RabbitMQ only: seconds to open a connection")
 
 
 class AuthConfig(_Section):

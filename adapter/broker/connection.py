@@ -19,14 +19,26 @@ def is_embedded(url: str) -> bool:
 
 
 def connect(config: BrokerConfig) -> Connection:
-    """A kombu connection; publisher confirms on AMQP so a publish returns only once the broker has it."""
-    options: dict[str, object] = {}
+    """A kombu connection; publisher confirms on AMQP so a publish returns only once the broker has it.
+
+    On AMQP every wait is bounded: heartbeats (``broker.heartbeat_s``) and a socket read/write
+    timeout of twice that, so a connection that goes silent -- a firewall or NAT forgot it, the
+    broker hangs -- raises instead of blocking its thread for as long as the kernel keeps it."""
+    if is_embedded(config.url):
+        return Connection(config.url, transport_options={"lease_seconds": config.embedded_lease_s}, heartbeat=0)
+    silent_after_s = silence_limit_s(config)
+    options: dict[str, object] = {"read_timeout": silent_after_s, "write_timeout": silent_after_s}
     if config.url.startswith(("amqp", "pyamqp")):
         options["confirm_publish"] = True
-    if is_embedded(config.url):
-        options["lease_seconds"] = config.embedded_lease_s
-    return Connection(config.url, transport_options=options, heartbeat=0 if is_embedded(config.url) else 30,
-                      connect_timeout=10)
+    return Connection(config.url, transport_options=options, heartbeat=config.heartbeat_s,
+                      connect_timeout=config.connect_timeout_s)
+
+
+def silence_limit_s(config: BrokerConfig) -> float:
+    """Seconds without a byte from the broker after which a wait gives the connection up: two
+    heartbeats (the broker sends one every half heartbeat, so a live connection is never that
+    quiet), or a minute with heartbeats off."""
+    return 2.0 * config.heartbeat_s if config.heartbeat_s else 60.0
 
 
 def event_queue(config: BrokerConfig) -> Queue:

@@ -19,6 +19,7 @@ webhook or email channel is configured; ``adapter.ops.alerts``).
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import logging
 import signal
@@ -28,11 +29,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kombu import Consumer
+from kombu import Connection, Consumer
 from kombu.message import Message
 
 from adapter.app import App
 from adapter.broker.connection import connect, declare, event_queue, is_embedded, queue_depth
+from adapter.broker.link import BrokerLink
 from adapter.ops import metrics
 from adapter.outage.replies import ReplyOutbox
 from adapter.pipeline.intake import IntakeResult, Received
@@ -40,7 +42,14 @@ from adapter.pipeline.intake import IntakeResult, Received
 log = logging.getLogger(__name__)
 POISON_AFTER = 3  # failures of one message body before it is quarantined as an invalid event
 EMBEDDED_POLL_S = 0.01  # the embedded queue is polled; each idle poll is one indexed SELECT
+RECONNECT_MAX_S = 10.0  # longest wait between connection attempts: a broker back is met within this
 INTAKE_BATCH = 50  # deliveries already waiting that are stored in one transaction (at most broker.prefetch)
+
+
+def _reason(exc: Exception) -> str:
+    """An exception as a log reason: its type, and its message when it says more (no URL or secret is in them)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def _digest(body: bytes) -> str:
@@ -106,6 +115,7 @@ class Runner:
         self.stats = RunStats()
         self._failures: dict[str, int] = {}  # body digest -> intake failures (poison detection)
         self._consuming = False  # the current broker session got as far as consuming
+        self._link = BrokerLink()
         self.liveness = Liveness()
         self.status_server: object | None = None  # the status service while run() runs (None when off)
         self._depth_checked = 0.0
@@ -115,8 +125,11 @@ class Runner:
         self._stop.set()  # the dispatch loop sees it within poll_interval_s (no lock taken in a signal handler)
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop; SIGUSR1 writes every thread's stack to stderr (a stuck adapter,
+        docs/operations.md: names and lines only, no values)."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def run(self) -> RunStats:
         self.status_server = self._start_status()
@@ -250,8 +263,10 @@ class Runner:
 
     # -- consume ---------------------------------------------------------------------------
     def _consume_forever(self) -> None:
-        """Reconnect with backoff, never give up; the backoff starts again from 1 s after every
-        session that got as far as consuming, so the tenth broker restart is met as fast as the first."""
+        """Reconnect with backoff, never give up. One connection attempt per round, so the wait
+        between attempts is this loop's alone (1 s, doubling, at most ``RECONNECT_MAX_S``), and it
+        starts again from 1 s after every session that got as far as consuming: the tenth broker
+        restart is met as fast as the first."""
         backoff = 1.0
         while not self._stop.is_set():
             self._consuming = False
@@ -262,54 +277,79 @@ class Runner:
                 self._broker_drained.clear()
                 if self._consuming:
                     backoff = 1.0
-                log.warning("broker connection lost (%s); reconnecting in %.0fs", type(exc).__name__, backoff)
+                self._link.lost(_reason(exc), backoff, self._consuming)
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, RECONNECT_MAX_S)
 
     def _consume_session(self) -> None:
         broker = self._app.config.broker
-        with connect(broker) as connection:
-            if is_embedded(broker.url):  # look for new messages every 10 ms, not kombu's 100 ms: latency
-                connection.transport_options["polling_interval"] = EMBEDDED_POLL_S
-            connection.ensure_connection(max_retries=3)
-            declare(connection, broker)
-            channel = connection.channel()
-            self._pending = []
-            with Consumer(channel, [event_queue(broker)], on_message=self._received, prefetch_count=broker.prefetch):
-                self.liveness.attached(True)
-                self._consuming = True
-                self._publish_replies(due=True)  # anything a crash left unpublished
-                while not self._stop.is_set():
-                    self.liveness.beat("consumer")
-                    try:
-                        connection.drain_events(timeout=0.5)
-                        self._drain_ready(connection, min(broker.prefetch, INTAKE_BATCH))
-                    except socket.timeout:
-                        self._check_drained(connection)
-                        # nothing came -- except what RabbitMQ delivered while the depth was being
-                        # asked (py-amqp hands deliveries over during any wait for a reply): stored
-                        # now, or a full prefetch window would wait here for ever
-                        self._store_pending()
-                    except Exception:
-                        self._pending = []  # not stored, not acked: the broker delivers them again
-                        raise
-                    else:
-                        # stored before the depth is read: a delivered message no longer counts as
-                        # queued, and "drained" must not be seen while it is still in hand
-                        self._store_pending()
-                        if time.monotonic() - self._depth_checked > self.depth_check_every_s:  # busy: still report it
-                            self._check_drained(connection)
-                    self._publish_replies(self._replies_due)
-                self.liveness.attached(False)
-            channel.close()  # unacked prefetched messages return to the queue
-
-    def _check_drained(self, connection: object) -> None:
-        self._depth_checked = time.monotonic()
+        connection = connect(broker)
         try:
-            depth = queue_depth(connection, self._app.config.broker)  # type: ignore[arg-type]
+            self._consume_on(connection)
+        except Exception:
+            if is_embedded(broker.url):
+                connection.release()  # the SQLite queue: hand the held deliveries back now, not after the lease
+            else:
+                # drop the socket without the closing handshake: on a dead connection every step of
+                # it (cancel, channel close, connection close) would wait out the silence limit
+                connection.collect()
+            raise
+        connection.release()
+
+    def _consume_on(self, connection: Connection) -> None:
+        broker = self._app.config.broker
+        if is_embedded(broker.url):  # look for new messages every 10 ms, not kombu's 100 ms: latency
+            connection.transport_options["polling_interval"] = EMBEDDED_POLL_S
+        connection.ensure_connection(max_retries=0)  # one attempt: _consume_forever paces the retries
+        declare(connection, broker)
+        channel = connection.channel()
+        self._pending = []
+        consumer = Consumer(channel, [event_queue(broker)], on_message=self._received, prefetch_count=broker.prefetch)
+        consumer.consume()
+        self.liveness.attached(True)
+        self._consuming = True
+        self._link.restored(broker.queue)
+        self._publish_replies(due=True)  # anything a crash left unpublished
+        while not self._stop.is_set():
+            self.liveness.beat("consumer")
+            connection.heartbeat_check()  # sends ours; raises when the broker has been silent too long
+            self._consume_cycle(connection, broker.prefetch)
+        self.liveness.attached(False)
+        consumer.cancel()
+        channel.close()  # unacked prefetched messages return to the queue
+
+    def _consume_cycle(self, connection: Connection, prefetch: int) -> None:
+        """Wait up to half a second for deliveries, store what came, and keep the depth reading fresh."""
+        try:
+            connection.drain_events(timeout=0.5)
+            self._drain_ready(connection, min(prefetch, INTAKE_BATCH))
+        except socket.timeout:
+            self._check_drained(connection)
+            # nothing came -- except what RabbitMQ delivered while the depth was being asked
+            # (py-amqp hands deliveries over during any wait for a reply): stored now, or a
+            # full prefetch window would wait here for ever
+            self._store_pending()
+        except Exception:
+            self._pending = []  # not stored, not acked: the broker delivers them again
+            raise
+        else:
+            # stored before the depth is read: a delivered message no longer counts as queued,
+            # and "drained" must not be seen while it is still in hand
+            self._store_pending()
+            if time.monotonic() - self._depth_checked > self.depth_check_every_s:  # busy: still report it
+                self._check_drained(connection)
+        self._publish_replies(self._replies_due)
+
+    def _check_drained(self, connection: Connection) -> None:
+        self._depth_checked = time.monotonic()
+        broker = self._app.config.broker
+        try:
+            depth = queue_depth(connection, broker)
             metrics.queue_depth(depth)
             empty = depth == 0 and not self._pending  # a delivery that came meanwhile is not stored yet
-        except Exception:  # a failed depth check only delays "idle"
+        except Exception as exc:  # a failed depth check only delays "idle" ...
+            if not is_embedded(broker.url) and isinstance(exc, connection.connection_errors):
+                raise  # ... unless the AMQP connection is dead (reset, closed, silent too long): reconnect
             empty = False
         if empty:
             self._broker_drained.set()

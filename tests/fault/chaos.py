@@ -94,6 +94,11 @@ class PrivateRabbit:
         _ctl(self.name, "start_app")
         _wait_port(self.port, True, 60)
 
+    def log_tail(self, lines: int = 30) -> str:
+        """The node's own log (connections accepted and closed, boot steps), for a failure message."""
+        logs = sorted((self.dir / "log").glob("*.log"), key=lambda path: path.stat().st_mtime)
+        return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:]) if logs else ""
+
     def close(self) -> None:
         if self.started:
             with contextlib.suppress(Exception):
@@ -109,6 +114,9 @@ class SharedRabbit:
 
     def start(self) -> SharedRabbit:
         return self
+
+    def log_tail(self, lines: int = 30) -> str:
+        return ""  # the shared node's log belongs to the machine
 
     def stop_app(self) -> None:
         _ctl(None, "stop_app")

@@ -109,7 +109,8 @@ def chaos_stack(tmp_path: Path, pg_admin_url: str, rabbit: PrivateRabbit | Share
         stack = Stack("chaos", tmp_path, svc.create_database(pg_admin_url, name), rabbit.url, sim)
         stack.write_config(workers=8, lease_s=3, poll_interval_s=0.05, batch_size=50)
         config = yaml.safe_load(stack.config_path.read_text())
-        config["broker"].update(prefetch=50, reply_queue=f"his.replies.{uuid.uuid4().hex[:8]}")
+        # heartbeat 5 s: a connection left hanging by a restart is given up within 10 s (the tests wait 45)
+        config["broker"].update(prefetch=50, reply_queue=f"his.replies.{uuid.uuid4().hex[:8]}", heartbeat_s=5)
         tamin = config["destinations"]["tamin"]
         tamin["retry"].update(max_attempts=100_000, base_delay_s=0.2, max_delay_s=2, ttl_s=24 * 3600)
         tamin["circuit"] = {"window": 20, "min_calls": 10, "failure_rate": 0.5, "open_s": 2, "half_open_probes": 2}
@@ -399,14 +400,24 @@ def test_consumer_reconnects_promptly_after_each_of_several_broker_restarts(
             time.sleep(0.5)
             rabbit.start_app()
             back = time.monotonic()
-            assert wait_until(lambda: queue_state(broker)[1] == 1, timeout=45, step=0.1), stack.log_tail()
+            attached = wait_until(lambda: queue_state(broker)[1] == 1, timeout=45, step=0.1)
+            assert attached, stuck_report(stack, process, rabbit)
             latencies.append(round(time.monotonic() - back, 1))
         print(f"reconnect after each broker restart (s): {latencies}")
         assert process.poll() is None, stack.log_tail()
-        assert max(latencies) < 5, f"reconnect latencies grow: {latencies}"
+        assert max(latencies) < 5, f"reconnect latencies grow: {latencies}\n{stack.log_tail()}"
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
+
+
+def stuck_report(stack: Stack, process: subprocess.Popen[bytes], rabbit: PrivateRabbit | SharedRabbit) -> str:
+    """Where a consumer that did not come back is: the adapter's threads (SIGUSR1 makes it write
+    their stacks into its log), its log, and the broker node's log."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+    return f"--- adapter log\n{stack.log_tail(120)}\n--- broker node log\n{rabbit.log_tail()}"
 
 
 def _with_grace(stack: Stack, seconds: float) -> None:

@@ -21,7 +21,7 @@ from adapter.sim.server import SimServer
 from adapter.sim.settings import TaminSimSettings
 from adapter.sim.tamin_app import create_tamin_app
 from tests.support import services as svc
-from tests.support.stack import Stack, assert_all_accepted_once, good_event_lines
+from tests.support.stack import Stack, assert_all_accepted_once, good_event_lines, wait_all_final, wait_consumers
 
 pytestmark = pytest.mark.integration
 
@@ -61,34 +61,6 @@ def attempts_logged(stack: Stack, label: str) -> int:
 def log_tails(stack: Stack, *labels: str) -> str:
     return "\n".join(f"--- {label}\n" + "\n".join(
         (stack.workdir / f"adapter-{label}.log").read_text(errors="replace").splitlines()[-20:]) for label in labels)
-
-
-def wait_all_final(stack: Stack, events: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        store = stack.store()
-        if store["events"] == events and set(store["states"]) <= {"accepted", "rejected", "invalid", "dead"}:
-            return
-        assert time.monotonic() < deadline, f"not finished in {timeout:.0f}s: {store}"
-        time.sleep(0.5)
-
-
-def wait_consumers(stack: Stack, count: int, timeout: float = 60) -> None:
-    """Until ``count`` consumers are attached to the stack's queue (RabbitMQ's own count)."""
-    from adapter.broker.connection import connect, event_queue
-    from adapter.config import BrokerConfig
-
-    config = BrokerConfig(url=stack.broker_url, queue=stack.queue)
-    deadline = time.monotonic() + timeout
-    with connect(config) as connection:
-        queue = event_queue(config)(connection.default_channel)
-        queue.declare()  # as the adapter declares it: whoever comes first
-        while True:
-            _, _, consumers = queue.queue_declare(passive=True)
-            if consumers >= count:
-                return
-            assert time.monotonic() < deadline, f"{consumers} of {count} consumers attached after {timeout:.0f}s"
-            time.sleep(0.1)
 
 
 def test_two_processes_share_the_work_and_send_each_prescription_once(stack: Stack) -> None:

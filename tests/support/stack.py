@@ -19,6 +19,8 @@ import httpx
 import yaml
 from sqlalchemy import func, select
 
+from adapter.broker.connection import connect, event_queue
+from adapter.config import BrokerConfig
 from adapter.samples.generate import generate
 from adapter.sim.server import SimServer
 from adapter.store.db import make_engine, make_sessionmaker
@@ -129,3 +131,28 @@ def status_json(stack: Stack) -> dict[str, Any]:
     done = stack.adapter("status", "--json")
     assert done.returncode == 0, stack.log_tail()
     return json.loads(done.stdout)
+
+
+def wait_all_final(stack: Stack, events: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        store = stack.store()
+        if store["events"] == events and set(store["states"]) <= {"accepted", "rejected", "invalid", "dead"}:
+            return
+        assert time.monotonic() < deadline, f"not finished in {timeout:.0f}s: {store}"
+        time.sleep(0.5)
+
+
+def wait_consumers(stack: Stack, count: int, timeout: float = 60, exactly: bool = False) -> None:
+    """Until ``count`` consumers (at least, or ``exactly``) are attached to the stack's queue (RabbitMQ's own count)."""
+    config = BrokerConfig(url=stack.broker_url, queue=stack.queue)
+    deadline = time.monotonic() + timeout
+    with connect(config) as connection:
+        queue = event_queue(config)(connection.default_channel)
+        queue.declare()  # as the adapter declares it: whoever comes first
+        while True:
+            _, _, consumers = queue.queue_declare(passive=True)
+            if consumers == count or (consumers > count and not exactly):
+                return
+            assert time.monotonic() < deadline, f"{consumers} of {count} consumers attached after {timeout:.0f}s"
+            time.sleep(0.1)

@@ -1,0 +1,108 @@
+"""A TCP relay between the adapter and a server, for network faults no server can make itself:
+``silence()`` makes the connections open at that moment go quiet in both directions -- no
+bytes, no close, as when a firewall or NAT forgets a connection -- while new connections
+relay normally."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class _Pair:
+    client: socket.socket
+    upstream: socket.socket
+    silent: bool = False
+    closed: bool = False
+
+
+@dataclass
+class TcpProxy:
+    target_host: str
+    target_port: int
+    port: int = 0  # listening port, known after start()
+    _listener: socket.socket | None = None
+    _pairs: list[_Pair] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopping: bool = False
+
+    def start(self) -> TcpProxy:
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, name="tcp-proxy-accept", daemon=True).start()
+        return self
+
+    def silence(self) -> int:
+        """Silence every open connection; the number silenced."""
+        with self._lock:
+            open_pairs = [pair for pair in self._pairs if not pair.closed]
+            for pair in open_pairs:
+                pair.silent = True
+        return len(open_pairs)
+
+    def open_connections(self) -> int:
+        with self._lock:
+            return sum(not pair.closed and not pair.silent for pair in self._pairs)
+
+    def close(self) -> None:
+        self._stopping = True
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            for pair in self._pairs:
+                _close(pair)
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while not self._stopping:
+            try:
+                client, _ = self._listener.accept()
+                upstream = socket.create_connection((self.target_host, self.target_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                if self._stopping:
+                    return
+                continue
+            pair = _Pair(client, upstream)
+            with self._lock:
+                self._pairs.append(pair)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._relay, args=(pair, source, sink), daemon=True).start()
+
+    def _relay(self, pair: _Pair, source: socket.socket, sink: socket.socket) -> None:
+        """Copy ``source`` to ``sink``; once silent, swallow the bytes and never pass a close on."""
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                if not pair.silent:
+                    _close(pair)
+                return
+            if pair.silent:
+                continue
+            try:
+                sink.sendall(data)
+            except OSError:
+                _close(pair)
+                return
+
+
+def _close(pair: _Pair) -> None:
+    pair.closed = True
+    for sock in (pair.client, pair.upstream):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
