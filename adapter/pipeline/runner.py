@@ -42,7 +42,6 @@ from adapter.pipeline.intake import IntakeResult, Received
 log = logging.getLogger(__name__)
 POISON_AFTER = 3  # failures of one message body before it is quarantined as an invalid event
 EMBEDDED_POLL_S = 0.01  # the embedded queue is polled; each idle poll is one indexed SELECT
-RECONNECT_MAX_S = 10.0  # longest wait between connection attempts: a broker back is met within this
 INTAKE_BATCH = 50  # deliveries already waiting that are stored in one transaction (at most broker.prefetch)
 
 
@@ -263,11 +262,8 @@ class Runner:
 
     # -- consume ---------------------------------------------------------------------------
     def _consume_forever(self) -> None:
-        """Reconnect with backoff, never give up. One connection attempt per round, so the wait
-        between attempts is this loop's alone (1 s, doubling, at most ``RECONNECT_MAX_S``), and it
-        starts again from 1 s after every session that got as far as consuming: the tenth broker
-        restart is met as fast as the first."""
-        backoff = 1.0
+        """Reconnect for ever, one connection attempt per round, paced by ``BrokerLink`` (every
+        second at first, so the tenth broker restart is met as fast as the first)."""
         while not self._stop.is_set():
             self._consuming = False
             try:
@@ -275,11 +271,7 @@ class Runner:
             except Exception as exc:
                 self.liveness.attached(False)
                 self._broker_drained.clear()
-                if self._consuming:
-                    backoff = 1.0
-                self._link.lost(_reason(exc), backoff, self._consuming)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, RECONNECT_MAX_S)
+                self._stop.wait(self._link.lost(_reason(exc), self._consuming))
 
     def _consume_session(self) -> None:
         broker = self._app.config.broker
@@ -300,7 +292,7 @@ class Runner:
         broker = self._app.config.broker
         if is_embedded(broker.url):  # look for new messages every 10 ms, not kombu's 100 ms: latency
             connection.transport_options["polling_interval"] = EMBEDDED_POLL_S
-        connection.ensure_connection(max_retries=0)  # one attempt: _consume_forever paces the retries
+        connection.ensure_connection(max_retries=0)  # one attempt: BrokerLink paces the retries
         declare(connection, broker)
         channel = connection.channel()
         self._pending = []

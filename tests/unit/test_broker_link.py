@@ -24,39 +24,56 @@ def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records]
 
 
+REFUSED = "OperationalError: [Errno 111] Connection refused"
+
+
 def test_an_outage_reads_lost_unreachable_then_restored_with_its_length(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     link = BrokerLink(clock)
     caplog.set_level(logging.INFO)
     link.restored("his.events")
-    link.lost("ConnectionResetError", 1, was_consuming=True)
+    assert link.lost("ConnectionResetError", was_consuming=True) == 1
     clock.now += 1
-    link.lost("OperationalError: [Errno 111] Connection refused", 2, was_consuming=False)
-    clock.now += 2
-    link.lost("OperationalError: [Errno 111] Connection refused", 4, was_consuming=False)
-    clock.now += 4.5
+    assert link.lost(REFUSED, was_consuming=False) == 1
+    clock.now += 1
+    link.lost("OperationalError: timed out", was_consuming=False)  # a new reason is logged at once
+    clock.now += 1.5
     link.restored("his.events")
     assert messages(caplog) == [
         "consuming from queue his.events",
         "broker connection lost (ConnectionResetError); reconnecting in 1s",
-        "broker unreachable (OperationalError: [Errno 111] Connection refused; 1 failed attempts, down 1s); "
-        "next attempt in 2s",
-        "broker unreachable (OperationalError: [Errno 111] Connection refused; 2 failed attempts, down 3s); "
-        "next attempt in 4s",
-        "broker connection restored after 7.5s (2 failed attempts); consuming from queue his.events",
+        f"broker unreachable ({REFUSED}; 1 failed attempts, down 1s); next attempt in 1s",
+        "broker unreachable (OperationalError: timed out; 2 failed attempts, down 2s); next attempt in 1s",
+        "broker connection restored after 3.5s (2 failed attempts); consuming from queue his.events",
     ]
+
+
+def test_a_long_outage_slows_the_attempts_and_logs_a_line_per_half_minute(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    link = BrokerLink(clock)
+    caplog.set_level(logging.INFO)
+    waits = [link.lost("ConnectionForced", was_consuming=True)]
+    while clock.now < 100 + 120:  # two minutes of refused attempts
+        clock.now += waits[-1]
+        waits.append(link.lost(REFUSED, was_consuming=False))
+    assert set(waits[:30]) == {1.0} and waits[-1] == 5.0  # every second for the first half minute, then every 5 s
+    unreachable = [m for m in messages(caplog) if m.startswith("broker unreachable")]
+    assert 4 <= len(unreachable) <= 5, unreachable  # at 1 s, then about every 30 s: not one line per attempt
+    assert unreachable[-1].endswith("next attempt in 5s")
+    link.restored("q")
+    assert f"({len(waits) - 1} failed attempts)" in messages(caplog)[-1]
 
 
 def test_the_next_outage_is_counted_from_its_own_start(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     link = BrokerLink(clock)
-    link.lost("ConnectionForced", 1, was_consuming=True)
+    link.lost("ConnectionForced", was_consuming=True)
     clock.now += 30
-    link.lost("OperationalError", 2, was_consuming=False)
+    link.lost("OperationalError", was_consuming=False)
     link.restored("q")
     clock.now += 600  # consuming for ten minutes
     caplog.set_level(logging.INFO)
-    link.lost("ConnectionForced", 1, was_consuming=True)
+    assert link.lost("ConnectionForced", was_consuming=True) == 1  # fast again: a new outage
     clock.now += 1.2
     link.restored("q")
     assert messages(caplog)[-1] == "broker connection restored after 1.2s (0 failed attempts); consuming from queue q"
