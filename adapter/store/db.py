@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.pool import NullPool
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -55,13 +55,28 @@ def make_engine(url: str, durable_commits: bool = False) -> Engine:
         if database:
             serialise_writers(engine, str(Path(database).resolve()))
         return engine
-    engine = create_engine(url, pool_size=16, max_overflow=8, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=16, max_overflow=8, pool_pre_ping=True, connect_args=pg_link_defaults(url))
     # psycopg 3 runs an executemany as one pipelined statement per row, in Python; audit and
     # attempt rows (many per transaction on the dispatcher's path) go faster as one multi-row
     # INSERT, which SQLAlchemy builds when the dialect asks for it (psycopg2's default).
     if engine.dialect.name == "postgresql":
         engine.dialect.use_insertmanyvalues_wo_returning = True
     return engine
+
+
+# libpq settings that keep a PostgreSQL connection from hanging on a dead network path: TCP
+# keepalives every 30 s (they also keep a firewall's idle timer from dropping the connection),
+# a dead peer noticed after 3 unanswered probes, and sent data unacknowledged for 60 s fails
+# the call (without it a query, or the pool's pre-ping, on a connection a firewall dropped
+# waits for the kernel's retransmissions, about 15 minutes). A key in the URL's query wins.
+PG_LINK_DEFAULTS: dict[str, int] = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+                                    "keepalives_interval": 10, "keepalives_count": 3, "tcp_user_timeout": 60_000}
+
+
+def pg_link_defaults(url: str) -> dict[str, int]:
+    """``PG_LINK_DEFAULTS`` less the ones the URL sets itself."""
+    query = make_url(url).query
+    return {key: value for key, value in PG_LINK_DEFAULTS.items() if key not in query}
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -89,7 +104,7 @@ def upgrade(url: str) -> None:
     if not url.startswith("postgresql"):
         command.upgrade(alembic_config(url), "head")
         return
-    engine = create_engine(url, poolclass=NullPool)
+    engine = create_engine(url, poolclass=NullPool, connect_args=pg_link_defaults(url))
     try:
         with engine.connect() as lock:
             lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
