@@ -186,7 +186,8 @@ def build(config: AdapterConfig) -> App:
                     FallbackPolicy(fallback.enabled, fallback.number_prefix, fallback.timezone))
     owner = f"{socket.gethostname()}:{os.getpid()}"
     outages = OutageControl(sessions, {name: settings_from_config(part.circuit) for name, part in parts.items()},
-                            {name: part.rate for name, part in parts.items()}, owner)
+                            {name: part.rate for name, part in parts.items()}, owner,
+                            shared_rates=engine.dialect.name == "postgresql")
     dispatcher = Dispatcher(sessions, destinations, {name: part.retry for name, part in parts.items()},
                             config.dispatch, owner, outages=outages)
     return App(config, engine, sessions, mappings, intake, dispatcher, http,

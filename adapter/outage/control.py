@@ -9,7 +9,8 @@ Per destination it combines
 * **declared outages** (``adapter outage start``, another process): read from the store at
   most every ``sync_s`` seconds; while one is open nothing is sent, not even probes;
 * the **rate limit** (token bucket, ``max_rps``), so a recovering insurer is not flooded by
-  the backlog.
+  the backlog; on PostgreSQL the bucket is a row shared by every dispatcher process
+  (``shared_bucket.py``), so N processes keep to ``max_rps`` together.
 
 The store is the meeting point of processes: an open automatic outage found in the store
 while this breaker is closed (a restart during an outage, or another dispatcher process)
@@ -34,6 +35,7 @@ from adapter.destinations.outcome import OutcomeClass
 from adapter.outage import records
 from adapter.outage.breaker import Breaker, BreakerSettings, CircuitState, Permit, Transition, Verdict
 from adapter.outage.ratelimit import TokenBucket
+from adapter.outage.shared_bucket import SharedTokenBucket
 from adapter.store.models import Submission
 from adapter.store.states import State
 from adapter.store.types import utcnow
@@ -66,7 +68,7 @@ class Plan:
 
 
 class _Destination:
-    def __init__(self, name: str, breaker: Breaker, bucket: TokenBucket | None):
+    def __init__(self, name: str, breaker: Breaker, bucket: TokenBucket | SharedTokenBucket | None):
         self.name = name
         self.breaker = breaker
         self.bucket = bucket
@@ -78,7 +80,9 @@ class OutageControl:
     def __init__(self, sessions: sessionmaker[Session], breakers: dict[str, BreakerSettings],
                  rates: dict[str, tuple[float | None, int | None]], owner: str, *,
                  sync_s: float = 0.25, monotonic: Callable[[], float] = time.monotonic,
-                 clock: Callable[[], dt.datetime] = utcnow):
+                 clock: Callable[[], dt.datetime] = utcnow, shared_rates: bool = False):
+        """``shared_rates``: keep each ``max_rps`` bucket in the store (PostgreSQL), shared by
+        every dispatcher process, instead of in this process's memory."""
         self._sessions = sessions
         self._owner = owner
         self._sync_s = sync_s
@@ -89,7 +93,11 @@ class OutageControl:
         self._dest: dict[str, _Destination] = {}
         for name, settings in breakers.items():
             rate, burst = rates.get(name, (None, None))
-            bucket = TokenBucket(rate, burst, monotonic) if rate else None
+            bucket: TokenBucket | SharedTokenBucket | None = None
+            if rate and shared_rates:
+                bucket = SharedTokenBucket(sessions, name, rate, burst, monotonic)
+            elif rate:
+                bucket = TokenBucket(rate, burst, monotonic)
             self._dest[name] = _Destination(name, Breaker(settings, monotonic), bucket)
 
     # -- reading ----------------------------------------------------------------------------
@@ -133,10 +141,9 @@ class OutageControl:
                 return Plan([], False, f"circuit {dest.breaker.state.value}")
             count = most if allowance is None else min(most, allowance)
             if dest.bucket is not None:
-                count = min(count, dest.bucket.available())
+                count = dest.bucket.take_up_to(count)
                 if count <= 0:
                     return Plan([], False, "rate limit")
-                dest.bucket.take(count)
             permits = [p for p in (dest.breaker.acquire() for _ in range(count)) if p is not None]
             return Plan(permits, probe=dest.breaker.state is CircuitState.half_open)
 

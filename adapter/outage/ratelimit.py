@@ -33,6 +33,12 @@ class TokenBucket:
         self._refill()
         return int(self._tokens + 1e-9)
 
+    def take_up_to(self, most: int) -> int:
+        """Take up to ``most`` whole tokens; the number taken (0 when the bucket is empty)."""
+        count = max(0, min(most, self.available()))
+        self.take(count)
+        return count
+
     def take(self, count: int) -> None:
         self._refill()
         self._tokens -= count

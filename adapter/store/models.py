@@ -222,3 +222,14 @@ class AlertState(Base):
     started_at: Mapped[dt.datetime]
     notified_at: Mapped[dt.datetime | None]
     notifications: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RateBucket(Base):
+    """A destination's ``max_rps`` token bucket, shared by the dispatcher processes of one
+    PostgreSQL store (``adapter.outage.shared_bucket``; SQLite keeps it in memory)."""
+
+    __tablename__ = "rate_buckets"
+
+    destination: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tokens: Mapped[float]
+    refilled_at: Mapped[dt.datetime]

@@ -21,7 +21,8 @@ from adapter.sim.server import SimServer
 from adapter.sim.settings import TaminSimSettings
 from adapter.sim.tamin_app import create_tamin_app
 from tests.support import services as svc
-from tests.support.stack import Stack, assert_all_accepted_once, good_event_lines, wait_all_final, wait_consumers
+from tests.support.stack import (Stack, assert_all_accepted_once, assert_rate, good_event_lines, wait_all_final,
+                                 wait_consumers)
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +107,27 @@ def test_one_of_two_killed_mid_send_the_other_finishes_without_a_second_prescrip
             if process.poll() is None:
                 process.kill()
     assert_all_accepted_once(stack, 600)
+
+
+def test_two_processes_keep_to_one_max_rps_together(stack: Stack) -> None:
+    """max_rps is the insurer's allowance, not each process's: on PostgreSQL the bucket is shared."""
+    config = yaml.safe_load(stack.config_path.read_text())
+    config["destinations"]["tamin"].update(max_rps=10, max_burst=2)
+    stack.config_path.write_text(yaml.safe_dump(config))
+    first, second = start(stack, "a"), start(stack, "b")
+    try:
+        wait_consumers(stack, 2)
+        stack.publish(good_event_lines(80))
+        wait_all_final(stack, 80, timeout=120)
+    finally:
+        for process in (first, second):
+            process.send_signal(signal.SIGTERM)
+        for process in (first, second):
+            process.wait(timeout=60)
+    assert min(attempts_logged(stack, "a"), attempts_logged(stack, "b")) > 0, "one process sent nothing"
+    sent = [r for r in stack.sim.app.state.registry.request_log() if r["endpoint"] != "token"]
+    assert len(sent) >= 60
+    assert_rate(sent, 10, 2)  # two in-memory buckets would let through about 20 a second
 
 
 def test_processes_starting_together_on_a_new_database_all_come_up(pg_admin_url: str) -> None:

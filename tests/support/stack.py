@@ -156,3 +156,18 @@ def wait_consumers(stack: Stack, count: int, timeout: float = 60, exactly: bool 
                 return
             assert time.monotonic() < deadline, f"{consumers} of {count} consumers attached after {timeout:.0f}s"
             time.sleep(0.1)
+
+
+SEND_DELAY_SPREAD_S = 0.2  # claim to arrival at the simulator: thread hand-off, HTTP; more on a loaded CI machine
+
+
+def assert_rate(log: list[dict[str, Any]], rps: float, burst: int) -> None:
+    """In every 1-second window of arrivals at most burst + rps * (1 + spread) sends: the token
+    bucket is taken when a send is claimed, and each send reaches the simulator a little later, by
+    up to ``SEND_DELAY_SPREAD_S`` more than its neighbours, so an arrival second spans up to
+    1 + spread seconds of claims."""
+    times = sorted(r["at"] for r in log)
+    bound = int(burst + rps * (1 + SEND_DELAY_SPREAD_S))
+    for i, start in enumerate(times):
+        inside = sum(1 for t in times[i:] if t < start + 1.0)
+        assert inside <= bound, f"{inside} sends within one second (limit {rps}/s, burst {burst}: at most {bound})"

@@ -1,0 +1,70 @@
+"""``max_rps`` shared by every dispatcher process on one PostgreSQL store.
+
+The in-memory ``TokenBucket`` is per process: N ``adapter run`` processes would send up to
+N x max_rps. This bucket keeps the tokens in a ``rate_buckets`` row (one per destination) and
+takes them in one short transaction per claim: the row lock orders the processes, and the
+refill is computed from the database's clock, so processes on hosts whose clocks differ still
+agree. ``wait_s`` is only a hint for sleeping and is computed from the last row seen, without
+a round trip; ``take_up_to`` is the authority.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+_CREATE = text("INSERT INTO rate_buckets (destination, tokens, refilled_at) VALUES (:d, :cap, clock_timestamp()) "
+               "ON CONFLICT (destination) DO NOTHING")
+_READ = text("SELECT tokens, GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - refilled_at)) AS age_s, "
+             "clock_timestamp() AS now FROM rate_buckets WHERE destination = :d FOR UPDATE")
+_WRITE = text("UPDATE rate_buckets SET tokens = :tokens, refilled_at = :now WHERE destination = :d")
+
+
+class SharedTokenBucket:
+    def __init__(self, sessions: sessionmaker[Session], destination: str, rate: float, capacity: float | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = float(rate)
+        self.capacity = float(capacity if capacity is not None else max(1.0, rate))
+        if self.capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._sessions = sessions
+        self._destination = destination
+        self._monotonic = monotonic
+        self._seen: tuple[float, float] | None = None  # tokens after the last change, and when (monotonic)
+
+    def take_up_to(self, most: int) -> int:
+        """Take up to ``most`` whole tokens; the number taken (0 when the bucket is empty)."""
+        return self._change(lambda tokens: max(0, min(most, int(tokens + 1e-9))))
+
+    def give_back(self, count: int) -> None:
+        """Return tokens that were taken but not used (fewer rows claimed than hoped)."""
+        if count > 0:
+            self._change(lambda tokens: -count)
+
+    def wait_s(self) -> float:
+        """Seconds until one whole token is likely available (from the last row seen)."""
+        if self._seen is None:
+            return 0.0
+        tokens, at = self._seen
+        tokens = min(self.capacity, tokens + (self._monotonic() - at) * self.rate)
+        return 0.0 if tokens >= 1 - 1e-9 else (1 - tokens) / self.rate
+
+    def _change(self, taken: Callable[[float], int]) -> int:
+        """Refill the row to now, take ``taken(tokens)`` (negative: give back), store; the number taken."""
+        params = {"d": self._destination}
+        with self._sessions.begin() as session:
+            row = session.execute(_READ, params).one_or_none()
+            if row is None:  # first use of this destination on this store
+                session.execute(_CREATE, {**params, "cap": self.capacity})
+                row = session.execute(_READ, params).one()
+            tokens = min(self.capacity, float(row.tokens) + float(row.age_s) * self.rate)
+            count = taken(tokens)
+            tokens = min(self.capacity, tokens - count)
+            session.execute(_WRITE, {**params, "tokens": tokens, "now": row.now})
+        self._seen = (tokens, self._monotonic())
+        return count
