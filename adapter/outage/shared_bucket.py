@@ -10,11 +10,15 @@ a round trip; ``take_up_to`` is the authority.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
 
 _CREATE = text("INSERT INTO rate_buckets (destination, tokens, refilled_at) VALUES (:d, :cap, clock_timestamp()) "
                "ON CONFLICT (destination) DO NOTHING")
@@ -42,9 +46,15 @@ class SharedTokenBucket:
         return self._change(lambda tokens: max(0, min(most, int(tokens + 1e-9))))
 
     def give_back(self, count: int) -> None:
-        """Return tokens that were taken but not used (fewer rows claimed than hoped)."""
-        if count > 0:
+        """Return tokens that were taken but not used (fewer rows claimed than hoped). Best effort:
+        it runs after a claim, which must not fail for it; a token not returned only slows the
+        next sends down by 1/max_rps."""
+        if count <= 0:
+            return
+        try:
             self._change(lambda tokens: -count)
+        except SQLAlchemyError as exc:
+            log.warning("could not return %d rate-limit tokens of %s (%s)", count, self._destination, type(exc).__name__)
 
     def wait_s(self) -> float:
         """Seconds until one whole token is likely available (from the last row seen)."""

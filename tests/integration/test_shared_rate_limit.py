@@ -9,6 +9,7 @@ import time
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from adapter.outage.shared_bucket import SharedTokenBucket
 from adapter.store.db import make_engine, make_sessionmaker, upgrade
@@ -72,3 +73,17 @@ def test_tokens_given_back_and_the_burst_cap(store_url: str) -> None:
         assert other.take_up_to(1) == 1, "each destination its own row"
     finally:
         engine.dispose()
+
+
+def test_a_store_that_does_not_answer_fails_the_take_but_not_the_give_back(caplog: pytest.LogCaptureFixture) -> None:
+    """A take must fail (nothing may be sent without a token); a give-back runs after a claim
+    and must not fail it (a token not returned only slows the next sends a little)."""
+    engine = make_engine("postgresql+psycopg://adapter@127.0.0.1:1/nowhere?connect_timeout=2")
+    bucket = SharedTokenBucket(make_sessionmaker(engine), "tamin", rate=10, capacity=2)
+    try:
+        with pytest.raises(OperationalError):
+            bucket.take_up_to(1)
+        bucket.give_back(1)
+    finally:
+        engine.dispose()
+    assert "could not return 1 rate-limit tokens of tamin (OperationalError)" in caplog.text
