@@ -165,8 +165,8 @@ class ProcessGroup:
     queue as competing consumers and the store through ``SKIP LOCKED`` claims), watched as one:
     alive while all are, CPU summed, RSS per process."""
 
-    def __init__(self, config: Path, count: int, *, profile: Path | None = None):
-        self.procs = [AdapterProcess(config, profile=profile if i == 0 else None,
+    def __init__(self, config: Path, count: int, *, profile: Path | None = None, every_s: float = 0.5):
+        self.procs = [AdapterProcess(config, profile=profile if i == 0 else None, every_s=every_s,
                                      log_name="adapter.log" if count == 1 else f"adapter-{i + 1}.log")
                       for i in range(count)]
         self.started = self.procs[0].started

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cli import ceiling_text, cpu_ceiling, rss_trend
+from bench.cli import ceiling_text, cpu_ceiling, drain_kept, rss_trend
 
 
 def test_cpu_ceiling_is_the_tighter_of_the_cores_and_the_interpreters() -> None:
@@ -40,3 +40,14 @@ def test_rss_trend_is_the_slope_after_warm_up() -> None:
     flat = [(float(i), 114 * mib, 0.0, i * 1000) for i in range(1, 101)]
     assert rss_trend(flat)["rss_slope_mb_per_100k_events"] == 0.0
     assert rss_trend(flat[:3]) == {}
+
+
+@pytest.mark.parametrize(("fraction", "steady", "kept"), [
+    (0.990, 0.997, True),  # two processes sharing the bucket (bench/results/rabbitmq-postgres-drain-2proc-shared-bucket.json)
+    (1.019, 1.007, True),  # one process: the first second's burst lifts the whole-drain figure, not the steady one
+    (2.039, 2.127, False),  # two processes with a bucket each: the insurer saw twice max_rps
+    (0.867, 0.870, False),  # too slow: the allowance unused
+    (0.960, None, True),  # too few sends for a steady figure
+])
+def test_a_drain_must_use_the_allowance_and_keep_under_it(fraction: float, steady: float | None, kept: bool) -> None:
+    assert drain_kept({"fraction_of_allowed": fraction, "steady_fraction": steady}) is kept
