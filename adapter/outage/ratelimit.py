@@ -48,6 +48,10 @@ class TokenBucket:
         self._refill()
         self._tokens = min(self.capacity, self._tokens + count)
 
+    def mirror(self, tokens: float) -> None:
+        """Hold ``tokens`` as of now (a copy of a bucket kept elsewhere: ``SharedTokenBucket``)."""
+        self._tokens, self._at = min(self.capacity, tokens), self._clock()
+
     def wait_s(self) -> float:
         """Seconds until one whole token is available."""
         self._refill()

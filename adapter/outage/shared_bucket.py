@@ -18,6 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from adapter.outage.ratelimit import TokenBucket
+
 log = logging.getLogger(__name__)
 
 _CREATE = text("INSERT INTO rate_buckets (destination, tokens, refilled_at) VALUES (:d, :cap, clock_timestamp()) "
@@ -30,16 +32,10 @@ _WRITE = text("UPDATE rate_buckets SET tokens = :tokens, refilled_at = :now WHER
 class SharedTokenBucket:
     def __init__(self, sessions: sessionmaker[Session], destination: str, rate: float, capacity: float | None = None,
                  monotonic: Callable[[], float] = time.monotonic):
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.rate = float(rate)
-        self.capacity = float(capacity if capacity is not None else max(1.0, rate))
-        if self.capacity < 1:
-            raise ValueError("capacity must be at least 1")
+        self._estimate = TokenBucket(rate, capacity, monotonic)  # checks the arguments; the last row seen, for wait_s
+        self.rate, self.capacity = self._estimate.rate, self._estimate.capacity
         self._sessions = sessions
         self._destination = destination
-        self._monotonic = monotonic
-        self._seen: tuple[float, float] | None = None  # tokens after the last change, and when (monotonic)
 
     def take_up_to(self, most: int) -> int:
         """Take up to ``most`` whole tokens; the number taken (0 when the bucket is empty)."""
@@ -58,11 +54,7 @@ class SharedTokenBucket:
 
     def wait_s(self) -> float:
         """Seconds until one whole token is likely available (from the last row seen)."""
-        if self._seen is None:
-            return 0.0
-        tokens, at = self._seen
-        tokens = min(self.capacity, tokens + (self._monotonic() - at) * self.rate)
-        return 0.0 if tokens >= 1 - 1e-9 else (1 - tokens) / self.rate
+        return self._estimate.wait_s()
 
     def _change(self, taken: Callable[[float], int]) -> int:
         """Refill the row to now, take ``taken(tokens)`` (negative: give back), store; the number taken."""
@@ -76,5 +68,5 @@ class SharedTokenBucket:
             count = taken(tokens)
             tokens = min(self.capacity, tokens - count)
             session.execute(_WRITE, {**params, "tokens": tokens, "now": row.now})
-        self._seen = (tokens, self._monotonic())
+        self._estimate.mirror(tokens)
         return count
