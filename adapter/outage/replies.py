@@ -87,13 +87,13 @@ class ReplyOutbox:
                     return total
         except Exception as exc:  # broker or store away: the rows stay unmarked, the next sweep retries
             log.warning("could not publish paper-fallback replies (%s: %s); will retry", type(exc).__name__, exc)
-            self.close()
+            self.close(graceful=False)
             return total
 
     def _publish(self, body: dict[str, Any], message_id: str) -> None:
         if self._producer is None:
             self._connection = connect(self._config)
-            self._connection.ensure_connection(max_retries=3)
+            self._connection.ensure_connection(max_retries=0)  # on the consumer's thread: the next sweep retries
             queue = reply_queue(self._config)
             queue(self._connection.default_channel).declare()
             self._producer = Producer(self._connection.default_channel, exchange=queue.exchange,
@@ -102,10 +102,15 @@ class ReplyOutbox:
                                content_encoding="utf-8", delivery_mode=2, message_id=message_id,
                                headers={"type": REPLY_TYPE})
 
-    def close(self) -> None:
+    def close(self, graceful: bool = True) -> None:
+        """Close the connection; after a failure (``graceful=False``) drop it without the closing
+        handshake, which on a dead connection would wait out the broker's silence limit."""
         if self._connection is not None:
             try:
-                self._connection.release()
+                if graceful:
+                    self._connection.release()
+                else:
+                    self._connection.collect()
             except Exception:  # already gone
                 pass
         self._connection = self._producer = None

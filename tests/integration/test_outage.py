@@ -300,6 +300,27 @@ def test_reply_outbox_publishes_each_unmarked_record_once(app: App, tmp_path: Pa
     assert {b["type"] for b in bodies} == {"adapter.paper_fallback"}
 
 
+def test_reply_outbox_with_the_broker_down_keeps_the_rows_and_frees_the_thread(app: App, tmp_path: Path) -> None:
+    """The outbox publishes on the consumer's thread: a broker that is down costs one refused
+    attempt per sweep (not kombu's retry sleeps, 2 + 4 + 6 s), and the rows wait for the next sweep."""
+    from adapter.config import BrokerConfig
+    from adapter.outage.replies import ReplyOutbox
+
+    declare(app)
+    for event in by_type(sample_events(), "prescription.created")[:2]:
+        app.intake.receive(body(event))
+    down = ReplyOutbox(app.sessions, BrokerConfig(url="amqp://guest:guest@127.0.0.1:1//", reply_queue="his.replies.t"))
+    started = time.monotonic()
+    assert down.publish_pending() == 0
+    assert time.monotonic() - started < 5, "the consumer's thread was held through connection retries"
+    down.close()
+    up = ReplyOutbox(app.sessions, BrokerConfig(url=f"sqlite-queue:///{tmp_path / 'queue.db'}", reply_queue="his.replies.t"))
+    try:
+        assert up.publish_pending() == 2, "the rows waited for a sweep that could publish"
+    finally:
+        up.close()
+
+
 def test_a_create_stored_after_its_edit_is_not_blocked_by_it(app: App) -> None:
     """A redelivery after a crash can store an edit before its create: the create goes first anyway."""
     events = sample_events()
