@@ -41,6 +41,17 @@ def silence_limit_s(config: BrokerConfig) -> float:
     return 2.0 * config.heartbeat_s if config.heartbeat_s else 60.0
 
 
+def close_after_failure(connection: Connection, config: BrokerConfig) -> None:
+    """Close a connection that just failed. AMQP: drop the socket without the closing handshake
+    (on a dead connection each step of it -- cancel, channel close, connection close -- would wait
+    out the silence limit). The embedded queue: a normal release, which hands the deliveries it
+    held back at once instead of after their lease."""
+    if is_embedded(config.url):
+        connection.release()
+    else:
+        connection.collect()
+
+
 def event_queue(config: BrokerConfig) -> Queue:
     exchange = Exchange(config.exchange, type="direct", durable=True)
     return Queue(config.queue, exchange=exchange, routing_key=config.queue, durable=True)

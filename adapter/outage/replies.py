@@ -24,7 +24,7 @@ from kombu import Connection, Exchange, Producer, Queue
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapter.broker.connection import connect
+from adapter.broker.connection import close_after_failure, connect
 from adapter.config import BrokerConfig
 from adapter.store.models import FallbackRecord
 from adapter.store.types import utcnow
@@ -103,14 +103,13 @@ class ReplyOutbox:
                                headers={"type": REPLY_TYPE})
 
     def close(self, graceful: bool = True) -> None:
-        """Close the connection; after a failure (``graceful=False``) drop it without the closing
-        handshake, which on a dead connection would wait out the broker's silence limit."""
+        """Close the connection; after a failure (``graceful=False``) as ``close_after_failure`` does."""
         if self._connection is not None:
             try:
                 if graceful:
                     self._connection.release()
                 else:
-                    self._connection.collect()
+                    close_after_failure(self._connection, self._config)
             except Exception:  # already gone
                 pass
         self._connection = self._producer = None

@@ -33,7 +33,7 @@ from kombu import Connection, Consumer
 from kombu.message import Message
 
 from adapter.app import App
-from adapter.broker.connection import connect, declare, event_queue, is_embedded, queue_depth
+from adapter.broker.connection import close_after_failure, connect, declare, event_queue, is_embedded, queue_depth
 from adapter.broker.link import BrokerLink
 from adapter.ops import metrics
 from adapter.outage.replies import ReplyOutbox
@@ -279,12 +279,7 @@ class Runner:
         try:
             self._consume_on(connection)
         except Exception:
-            if is_embedded(broker.url):
-                connection.release()  # the SQLite queue: hand the held deliveries back now, not after the lease
-            else:
-                # drop the socket without the closing handshake: on a dead connection every step of
-                # it (cancel, channel close, connection close) would wait out the silence limit
-                connection.collect()
+            close_after_failure(connection, broker)
             raise
         connection.release()
 
