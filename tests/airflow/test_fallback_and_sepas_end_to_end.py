@@ -30,7 +30,6 @@ from unittest import mock
 
 import httpx
 import pytest
-import yaml
 from airflow.dag_processing.dagbag import DagBag
 from sqlalchemy import func, select, update
 
@@ -87,15 +86,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         stack.write_config()
         key_file = work / "moh-public.pem"
         key_file.write_bytes(ditas.app.state.registry.public_key_pem)
-        config = yaml.safe_load(stack.config_path.read_text())
-        config["destinations"]["sepas"] = {
-            "enabled": True, "base_url": ditas.base_url,
-            "auth": {"client_id": "adapter-sim", "client_secret": "adapter-sim-secret", "username": "hospital-user",
-                     "password": "hospital-password"},
-            "pids": {"default": PID}, "system_id": SYSTEM_ID,
-            "default_location_id": "859773e8-5d81-46c6-9df1-5fb551b00495", "public_key_file": str(key_file),
-            "terminology_dir": str(REPO / "mappings/sepas/terminology"), "max_rps": None}
-        stack.config_path.write_text(yaml.safe_dump(config))
+        with stack.edited_config() as config:
+            config["destinations"]["sepas"] = {
+                "enabled": True, "base_url": ditas.base_url,
+                "auth": {"client_id": "adapter-sim", "client_secret": "adapter-sim-secret", "username": "hospital-user",
+                         "password": "hospital-password"},
+                "pids": {"default": PID}, "system_id": SYSTEM_ID,
+                "default_location_id": "859773e8-5d81-46c6-9df1-5fb551b00495", "public_key_file": str(key_file),
+                "terminology_dir": str(REPO / "mappings/sepas/terminology"), "max_rps": None}
 
         def cli(*args: str) -> None:
             done = stack.adapter(*args)

@@ -108,14 +108,13 @@ def chaos_stack(tmp_path: Path, pg_admin_url: str, rabbit: PrivateRabbit | Share
         name = svc.unique_name()
         stack = Stack("chaos", tmp_path, svc.create_database(pg_admin_url, name), rabbit.url, sim)
         stack.write_config(workers=8, lease_s=3, poll_interval_s=0.05, batch_size=50)
-        config = yaml.safe_load(stack.config_path.read_text())
-        # heartbeat 5 s: a connection left hanging by a restart is given up within 10 s (the tests wait 45)
-        config["broker"].update(prefetch=50, reply_queue=f"his.replies.{uuid.uuid4().hex[:8]}", heartbeat_s=5)
-        tamin = config["destinations"]["tamin"]
-        tamin["retry"].update(max_attempts=100_000, base_delay_s=0.2, max_delay_s=2, ttl_s=24 * 3600)
-        tamin["circuit"] = {"window": 20, "min_calls": 10, "failure_rate": 0.5, "open_s": 2, "half_open_probes": 2}
-        tamin["max_rps"] = None
-        stack.config_path.write_text(yaml.safe_dump(config))
+        with stack.edited_config() as config:
+            # heartbeat 5 s: a connection left hanging by a restart is given up within 10 s (the tests wait 45)
+            config["broker"].update(prefetch=50, reply_queue=f"his.replies.{uuid.uuid4().hex[:8]}", heartbeat_s=5)
+            tamin = config["destinations"]["tamin"]
+            tamin["retry"].update(max_attempts=100_000, base_delay_s=0.2, max_delay_s=2, ttl_s=24 * 3600)
+            tamin["circuit"] = {"window": 20, "min_calls": 10, "failure_rate": 0.5, "open_s": 2, "half_open_probes": 2}
+            tamin["max_rps"] = None
         upgrade(stack.db_url)
         try:
             yield stack
@@ -421,9 +420,8 @@ def stuck_report(stack: Stack, process: subprocess.Popen[bytes], rabbit: Private
 
 
 def _with_grace(stack: Stack, seconds: float) -> None:
-    config = yaml.safe_load(stack.config_path.read_text())
-    config["dispatch"]["ambiguous_grace_s"] = seconds
-    stack.config_path.write_text(yaml.safe_dump(config))
+    with stack.edited_config() as config:
+        config["dispatch"]["ambiguous_grace_s"] = seconds
 
 
 def test_a_create_the_insurer_applies_after_the_client_timed_out_is_not_sent_twice(chaos_stack: Stack) -> None:

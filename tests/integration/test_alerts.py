@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from starlette.applications import Starlette
@@ -107,18 +106,17 @@ def smtp_controller(mailbox: Mailbox, port: int) -> Controller:
 
 def configure(stack: Stack, hook_url: str, smtp_port: int) -> None:
     stack.write_config()
-    config = yaml.safe_load(stack.config_path.read_text())
-    config["destinations"]["tamin"].update(circuit=CIRCUIT, max_rps=None)
-    config["destinations"]["tamin"]["retry"].update(base_delay_s=0.2, max_delay_s=1)
-    config["alerts"] = {
-        "evaluate_every_s": 0.3,
-        "renotify_s": 3600,
-        "webhooks": [{"url": hook_url, "headers_env": {"Authorization": "ALERT_HOOK_AUTH"}}],
-        "email": {"host": "127.0.0.1", "port": smtp_port, "from": "adapter@hospital.example",
-                  "to": ["ops@hospital.example", "oncall@hospital.example"], "starttls": False,
-                  "username": SMTP_USER, "password_env": "ALERT_SMTP_PASSWORD", "timeout_s": 5},
-    }
-    stack.config_path.write_text(yaml.safe_dump(config))
+    with stack.edited_config() as config:
+        config["destinations"]["tamin"].update(circuit=CIRCUIT, max_rps=None)
+        config["destinations"]["tamin"]["retry"].update(base_delay_s=0.2, max_delay_s=1)
+        config["alerts"] = {
+            "evaluate_every_s": 0.3,
+            "renotify_s": 3600,
+            "webhooks": [{"url": hook_url, "headers_env": {"Authorization": "ALERT_HOOK_AUTH"}}],
+            "email": {"host": "127.0.0.1", "port": smtp_port, "from": "adapter@hospital.example",
+                      "to": ["ops@hospital.example", "oncall@hospital.example"], "starttls": False,
+                      "username": SMTP_USER, "password_env": "ALERT_SMTP_PASSWORD", "timeout_s": 5},
+        }
     upgrade(stack.db_url)
 
 

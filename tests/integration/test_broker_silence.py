@@ -7,7 +7,6 @@ keeps the dead connection (hours), and the status page only shows a stale heartb
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import yaml
 
 from adapter.sim.server import SimServer
 from adapter.sim.settings import TaminSimSettings
@@ -44,30 +42,19 @@ def stack(tmp_path: Path, pg_admin_url: str, amqp_url: str, proxy: TcpProxy) -> 
         name = svc.unique_name()
         built = Stack("rabbitmq+postgresql", tmp_path, svc.create_database(pg_admin_url, name), via_proxy, sim)
         built.write_config()
-        config = yaml.safe_load(built.config_path.read_text())
-        config["broker"]["heartbeat_s"] = HEARTBEAT_S
-        config["status"] = {"port": 0}
-        built.config_path.write_text(yaml.safe_dump(config))
+        with built.edited_config() as config:
+            config["broker"]["heartbeat_s"] = HEARTBEAT_S
+            config["status"] = {"port": 0}
         try:
             yield built
         finally:
             svc.drop_database(pg_admin_url, name)
 
 
-def log_events(stack: Stack) -> list[dict[str, object]]:
-    entries = []
-    for line in (stack.workdir / "adapter.log").read_text(errors="replace").splitlines():
-        try:
-            entries.append(json.loads(line))
-        except ValueError:
-            continue
-    return entries
-
-
 def wait_log(stack: Stack, starts: str, timeout: float) -> float:
     """Seconds until a log line starting with ``starts`` appears."""
     began = time.monotonic()
-    while not any(str(entry.get("event", "")).startswith(starts) for entry in log_events(stack)):
+    while not any(str(entry.get("event", "")).startswith(starts) for entry in stack.log_entries()):
         assert time.monotonic() - began < timeout, f"no {starts!r} after {timeout:.0f}s\n{stack.log_tail()}"
         time.sleep(0.1)
     return time.monotonic() - began

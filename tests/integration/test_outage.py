@@ -358,11 +358,10 @@ MAX_RPS, BURST = 10, 2
 
 def configure(stack: Stack) -> dict[str, Any]:
     stack.write_config()
-    config = yaml.safe_load(stack.config_path.read_text())
-    config["broker"]["reply_queue"] = f"his.replies.{uuid.uuid4().hex[:8]}"
-    config["destinations"]["tamin"].update(circuit=CIRCUIT, max_rps=MAX_RPS, max_burst=BURST)
-    config["destinations"]["tamin"]["retry"].update(base_delay_s=0.2, max_delay_s=1)
-    stack.config_path.write_text(yaml.safe_dump(config))
+    with stack.edited_config() as config:
+        config["broker"]["reply_queue"] = f"his.replies.{uuid.uuid4().hex[:8]}"
+        config["destinations"]["tamin"].update(circuit=CIRCUIT, max_rps=MAX_RPS, max_burst=BURST)
+        config["destinations"]["tamin"]["retry"].update(base_delay_s=0.2, max_delay_s=1)
     upgrade(stack.db_url)  # the test reads the store before the adapter process has started
     return config
 

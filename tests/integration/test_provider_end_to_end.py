@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from sqlalchemy import func, select
 
 from adapter.samples.generate import generate
@@ -52,17 +51,16 @@ def stack(tmp_path: Path, pg_admin_url: str, amqp_url: str) -> Iterator[tuple[St
 
 
 def _add_provider_and_sepas(stack: Stack, tamin: SimServer, ditas: SimServer) -> None:
-    config = yaml.safe_load(stack.config_path.read_text())
-    destinations = config["destinations"]
-    for name in ("tamin_pharmacy", "tamin_paraclinic"):
-        destinations[name].update(base_url=tamin.base_url, max_rps=None,
-                                  retry={"max_attempts": 50, "base_delay_s": 0.2, "max_delay_s": 2})
-    key_file = stack.workdir / "moh-public.pem"
-    key_file.write_bytes(ditas.app.state.registry.public_key_pem)
-    destinations["sepas"].update(enabled=True, base_url=ditas.base_url, public_key_file=str(key_file), max_rps=None,
-                                 terminology_dir=str(REPO / "mappings" / "sepas" / "terminology"),
-                                 retry={"max_attempts": 50, "base_delay_s": 0.2, "max_delay_s": 2})
-    stack.config_path.write_text(yaml.safe_dump(config))
+    with stack.edited_config() as config:
+        destinations = config["destinations"]
+        for name in ("tamin_pharmacy", "tamin_paraclinic"):
+            destinations[name].update(base_url=tamin.base_url, max_rps=None,
+                                      retry={"max_attempts": 50, "base_delay_s": 0.2, "max_delay_s": 2})
+        key_file = stack.workdir / "moh-public.pem"
+        key_file.write_bytes(ditas.app.state.registry.public_key_pem)
+        destinations["sepas"].update(enabled=True, base_url=ditas.base_url, public_key_file=str(key_file), max_rps=None,
+                                     terminology_dir=str(REPO / "mappings" / "sepas" / "terminology"),
+                                     retry={"max_attempts": 50, "base_delay_s": 0.2, "max_delay_s": 2})
 
 
 def _by_type(db_url: str) -> dict[tuple[str, str], Counter[str]]:

@@ -27,7 +27,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from sqlalchemy import event, func, select
 
 from adapter.app import App, build, load_checked_mappings
@@ -131,7 +130,8 @@ def world(db_url: str, tmp_path: Path) -> Iterator[World]:
     with SimServer(create_tamin_app(TaminSimSettings(unknown_patients=sample.unknown_patients))) as sim:
         stack = Stack("replay", tmp_path, db_url, f"sqlite-queue:///{tmp_path / 'queue.db'}", sim)
         stack.write_config()
-        _edit_config(stack, _one_attempt_no_circuit)
+        with stack.edited_config() as config:
+            _one_attempt_no_circuit(config)
         app = build(load_config(stack.config_path, environ={}))
         try:
             phase_a = [line for line in sample.lines if _patient_of(line) in PHASE_A]
@@ -159,12 +159,6 @@ def _one_attempt_no_circuit(config: dict[str, Any]) -> None:
     tamin["retry"].update(max_attempts=1)
     if "circuit" in TaminConfig.model_fields:
         tamin["circuit"] = {"window": 10_000, "min_calls": 10_000}
-
-
-def _edit_config(stack: Stack, change: Any) -> None:
-    config = yaml.safe_load(stack.config_path.read_text())
-    change(config)
-    stack.config_path.write_text(yaml.safe_dump(config))
 
 
 def _replayer(world: World, **kwargs: Any) -> Replayer:
@@ -410,7 +404,8 @@ def test_remap_uses_the_current_mapping_files_and_the_replayed_submission_is_acc
     shutil.copytree(REPO / "mappings", mappings)
     services = mappings / "tamin" / "codes" / "services.csv"
     services.write_text(services.read_text().rstrip("\n") + "\nD-NOT-IN-TABLE,10199999,01,,Added for replay\n")
-    _edit_config(world.stack, lambda c: c.update(mappings_root=str(mappings)))
+    with world.stack.edited_config() as config:
+        config["mappings_root"] = str(mappings)
 
     code, out = world.cli("replay", str(invalid.id), "--remap", "--reason", "code table fixed", "--actor", "integrator",
                           "--json")

@@ -6,16 +6,13 @@ also when one of them is killed mid-send and the other takes its abandoned sends
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from adapter.sim.server import SimServer
 from adapter.sim.settings import TaminSimSettings
@@ -33,9 +30,8 @@ def stack(tmp_path: Path, pg_admin_url: str, amqp_url: str) -> Iterator[Stack]:
         name = svc.unique_name()
         built = Stack("rabbitmq+postgresql", tmp_path, svc.create_database(pg_admin_url, name), amqp_url, sim)
         built.write_config()
-        config = yaml.safe_load(built.config_path.read_text())
-        config["status"] = {"port": 0}  # two processes on one host: each its own free port
-        built.config_path.write_text(yaml.safe_dump(config))
+        with built.edited_config() as config:
+            config["status"] = {"port": 0}  # two processes on one host: each its own free port
         try:
             yield built
         finally:
@@ -49,14 +45,7 @@ def start(stack: Stack, label: str, *args: str) -> subprocess.Popen[bytes]:
 
 def attempts_logged(stack: Stack, label: str) -> int:
     """Exchanges with the insurer that process ``label`` recorded (its JSON "attempt" log lines)."""
-    count = 0
-    for line in (stack.workdir / f"adapter-{label}.log").read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        count += entry.get("event") == "attempt"
-    return count
+    return sum(entry.get("event") == "attempt" for entry in stack.log_entries(f"adapter-{label}.log"))
 
 
 def log_tails(stack: Stack, *labels: str) -> str:
@@ -111,9 +100,8 @@ def test_one_of_two_killed_mid_send_the_other_finishes_without_a_second_prescrip
 
 def test_two_processes_keep_to_one_max_rps_together(stack: Stack) -> None:
     """max_rps is the insurer's allowance, not each process's: on PostgreSQL the bucket is shared."""
-    config = yaml.safe_load(stack.config_path.read_text())
-    config["destinations"]["tamin"].update(max_rps=10, max_burst=2)
-    stack.config_path.write_text(yaml.safe_dump(config))
+    with stack.edited_config() as config:
+        config["destinations"]["tamin"].update(max_rps=10, max_burst=2)
     first, second = start(stack, "a"), start(stack, "b")
     try:
         wait_consumers(stack, 2)

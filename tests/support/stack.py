@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,23 @@ class Stack:
         config["logging"] = {"level": "INFO", "format": "json"}
         self.config_path.write_text(yaml.safe_dump(config))
         return self.config_path
+
+    @contextmanager
+    def edited_config(self) -> Iterator[dict[str, Any]]:
+        """The config file as a dict to change; written back when the block ends."""
+        config = yaml.safe_load(self.config_path.read_text())
+        yield config
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def log_entries(self, log_name: str = "adapter.log") -> list[dict[str, Any]]:
+        """The JSON lines of an adapter log (other lines -- the CLI's own, a thread dump -- skipped)."""
+        entries = []
+        for line in (self.workdir / log_name).read_text(errors="replace").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                continue
+        return entries
 
     def adapter(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         with open(self.workdir / "adapter.log", "a") as log:
