@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def store_url(pg_admin_url: str):  # type: ignore[no-untyped-def]
+def store_url(pg_admin_url: str) -> Iterator[str]:
+    """A new migrated PostgreSQL store per test: each test reads the rate_buckets rows it made."""
     name = svc.unique_name()
     url = svc.create_database(pg_admin_url, name)
     upgrade(url)
