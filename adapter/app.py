@@ -20,11 +20,11 @@ from adapter.destinations.sepas.destination import SepasDestination
 from adapter.destinations.sepas.terminology import load_terminology
 from adapter.destinations.auth import (AclAuthenticateProvider, ClientCredentialsProvider, Operator, RefreshTokenProvider,
                                       TokenCache, TokenProvider)
-from adapter.destinations.tamin import TaminClient
-from adapter.destinations.tamin_destination import TaminDestination
-from adapter.destinations.tamin_paraclinic import ParaclinicDestination
-from adapter.destinations.tamin_pharmacy import PharmacyDestination
-from adapter.destinations.tamin_provider import ProviderClient
+from adapter.destinations.tamin.client import TaminClient
+from adapter.destinations.tamin.destination import TaminDestination
+from adapter.destinations.tamin_provider.paraclinic import ParaclinicDestination
+from adapter.destinations.tamin_provider.pharmacy import PharmacyDestination
+from adapter.destinations.tamin_provider.client import ProviderClient
 from adapter.keys import load_key
 from adapter.mapping import MappingError, MappingSet, load_mappings
 from adapter.outage.control import OutageControl, settings_from_config

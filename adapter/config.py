@@ -516,7 +516,7 @@ def read_secret(env_name: str | None, file_name: str | None, literal: str | None
                 environ: dict[str, str] | None = None) -> str:
     """Resolve a secret from the environment, a mode-600 file, or (simulator only) a literal.
     The value is registered with the log redaction, so it is masked in any text logged later."""
-    from adapter.ops.redact import register_secret
+    from adapter.redact import register_secret
 
     value = _read_secret(env_name, file_name, literal, what=what, source=source, environ=environ)
     register_secret(value)

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from adapter.events.contract import EVENT_TYPES, SCHEMA_VERSION, Event
-from adapter.ops.redact import redact_text
+from adapter.redact import redact_text
 
 _EVENT = TypeAdapter(Event)
 MAX_BODY_BYTES = 1_000_000

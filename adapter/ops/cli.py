@@ -8,39 +8,20 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from adapter.config import DEFAULT_CONFIG, ConfigError, load_config
+from adapter.config import DEFAULT_CONFIG, ConfigError
+from adapter.ops.cli_common import ConfigOption, config_or_exit, console, err, fail_config, print_json
 
 app = typer.Typer(help="HIS -> Tamin / DITAS integration adapter.", no_args_is_help=True, add_completion=False)
 mapping_app = typer.Typer(help="Test and lint integrator mapping files.", no_args_is_help=True)
 auth_app = typer.Typer(help="Credentials the adapter keeps (encrypted).", no_args_is_help=True)
 app.add_typer(mapping_app, name="mapping")
 app.add_typer(auth_app, name="auth")
-console = Console()
-err = Console(stderr=True)
-
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", envvar="ADAPTER_CONFIG",
-                                            help="config file (env ADAPTER_CONFIG)")]
-
-
-def _config(path: Path) -> Any:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        _fail_config(exc)
-
-
-def _fail_config(exc: ConfigError) -> None:
-    err.print("[bold red]configuration problem[/] (nothing was started):")
-    for line in exc.lines:
-        err.print(f"  {line}", markup=False, highlight=False)
-    raise typer.Exit(2)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+# the shared helpers under their old names, for the commands below
+_config = config_or_exit
+_fail_config = fail_config
+_print_json = print_json
 
 
 @app.command()

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated
 
 import typer
 
 from adapter.config import DEFAULT_CONFIG, ConfigError, load_config
+from adapter.ops.cli_common import ConfigOption
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", envvar="ADAPTER_CONFIG",
-                                            help="config file (env ADAPTER_CONFIG)")]
 
 
 def register(app: typer.Typer) -> None:

@@ -14,9 +14,8 @@ from typing import Annotated
 import typer
 
 from adapter.config import DEFAULT_CONFIG, AdapterConfig, ConfigError, load_config, read_secret
+from adapter.ops.cli_common import ConfigOption
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", envvar="ADAPTER_CONFIG",
-                                            help="config file (env ADAPTER_CONFIG)")]
 
 
 def config_problems(path: Path, environ: dict[str, str] | None = None) -> tuple[list[str], AdapterConfig | None]:

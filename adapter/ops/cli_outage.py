@@ -1,8 +1,7 @@
 """``adapter outage start|end|list`` and ``adapter paper``: the operator's side of outage mode.
 
 Registered on the main ``adapter`` command by ``register(app)`` (called at the bottom of
-``adapter/ops/cli.py``). Helpers of ``cli.py`` are imported inside the commands, so this
-module can be imported on its own.
+``adapter/ops/cli.py``). The shared helpers come from ``adapter.ops.cli_common``.
 """
 
 from __future__ import annotations
@@ -17,16 +16,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from adapter.config import DEFAULT_CONFIG
+from adapter.ops.cli_common import ConfigOption, config_or_exit, console, err, print_json
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", envvar="ADAPTER_CONFIG",
-                                            help="config file (env ADAPTER_CONFIG)")]
 DestinationOption = Annotated[str, typer.Option("--destination", "-d", help="the destination, e.g. tamin")]
 ActorOption = Annotated[Optional[str], typer.Option("--actor", help="who does this (default: the login name)")]
-
-
-def _base() -> Any:
-    from adapter.ops import cli
-    return cli
 
 
 def _actor(actor: str | None) -> str:
@@ -40,7 +33,7 @@ def _actor(actor: str | None) -> str:
 
 def _store(config: Path) -> tuple[Any, Any]:
     from adapter.app import open_store
-    cfg = _base()._config(config)
+    cfg = config_or_exit(config)
     _, sessions = open_store(cfg)
     return cfg, sessions
 
@@ -52,7 +45,7 @@ def _known_destinations(cfg: Any) -> list[str]:
 def _check_destination(cfg: Any, destination: str) -> None:
     known = _known_destinations(cfg)
     if destination not in known:
-        _base().err.print(f"unknown destination {destination!r} -- fix: one of {', '.join(known)}")
+        err.print(f"unknown destination {destination!r} -- fix: one of {', '.join(known)}")
         raise typer.Exit(2)
 
 
@@ -67,7 +60,7 @@ def start(destination: DestinationOption,
     cfg, sessions = _store(config)
     _check_destination(cfg, destination)
     if not reason.strip():
-        _base().err.print("--reason must not be empty")
+        err.print("--reason must not be empty")
         raise typer.Exit(2)
     with sessions() as session:
         try:
@@ -75,13 +68,13 @@ def start(destination: DestinationOption,
                                        detected=records.MANUAL)
             session.commit()
         except records.OutageError as exc:
-            _base().err.print(str(exc), markup=False)
+            err.print(str(exc), markup=False)
             raise typer.Exit(1) from None
         data = records.outage_dict(row)
     if json_out:
-        _base()._print_json(data)
+        print_json(data)
     else:
-        _base().err.print(f"outage {data['id']} of {destination} started by {data['started_by']}: {data['reason']}",
+        err.print(f"outage {data['id']} of {destination} started by {data['started_by']}: {data['reason']}",
                           markup=False)
 
 
@@ -101,7 +94,7 @@ def end(destination: DestinationOption,
         now = utcnow()
         ended = records.end_outages(session, destination, actor=_actor(actor), reason=reason, now=now)
         if not ended:
-            _base().err.print(f"no open outage of {destination}")
+            err.print(f"no open outage of {destination}")
             raise typer.Exit(1)
         if any(row.detected == records.CIRCUIT for row in ended):  # status must not show a stale open circuit
             records.save_circuit_state(session, destination, "closed", f"outage ended by {_actor(actor)}", None, now)
@@ -109,12 +102,12 @@ def end(destination: DestinationOption,
         session.commit()
         data = [records.outage_dict(row) for row in ended]
     if json_out:
-        _base()._print_json(data)
+        print_json(data)
         return
     for item in data:
-        _base().err.print(f"outage {item['id']} of {destination} ({item['detected']}) ended by {item['ended_by']} "
+        err.print(f"outage {item['id']} of {destination} ({item['detected']}) ended by {item['ended_by']} "
                           f"after {item['duration_s']}s", markup=False)
-    _base().err.print(f"{due} waiting retries are due now")
+    err.print(f"{due} waiting retries are due now")
 
 
 def list_(config: ConfigOption = DEFAULT_CONFIG,
@@ -129,7 +122,7 @@ def list_(config: ConfigOption = DEFAULT_CONFIG,
     with sessions() as session:
         rows = records.list_outages(session, destination)
     if json_out:
-        _base()._print_json(rows)
+        print_json(rows)
         return
     table = Table(title="Outages")
     for column in ("id", "destination", "detected", "start", "end", "duration_s", "started_by", "ended_by", "reason"):
@@ -138,7 +131,7 @@ def list_(config: ConfigOption = DEFAULT_CONFIG,
         table.add_row(str(row["id"]), row["destination"], row["detected"], row["start"], row["end"] or "(open)",
                       str(row["duration_s"]), row["started_by"], row["ended_by"] or "",
                       row["reason"] + (f" / end: {row['end_reason']}" if row["end_reason"] else ""))
-    _base().console.print(table)
+    console.print(table)
 
 
 def _item_names(mappings_root: Path, destination: str) -> dict[str, str]:
@@ -159,12 +152,11 @@ def paper(which: Annotated[str, typer.Argument(help="an event id or a fallback n
     from adapter.store.models import FallbackRecord, InboxEvent, Visit
 
     cfg, sessions = _store(config)
-    base = _base()
     with sessions() as session:
         record = session.scalars(select(FallbackRecord).where(
             or_(FallbackRecord.fallback_no == which, FallbackRecord.event_id == which)).order_by(FallbackRecord.id)).first()
         if record is None:
-            base.err.print(f"no paper-fallback record with fallback number or event id {which!r} "
+            err.print(f"no paper-fallback record with fallback number or event id {which!r} "
                            "(records are issued only for prescriptions received during an outage)", markup=False)
             raise typer.Exit(1)
         inbox = session.get(InboxEvent, record.event_id)
@@ -174,19 +166,19 @@ def paper(which: Annotated[str, typer.Argument(help="an event id or a fallback n
         hid = visit.hid if visit is not None and visit.eligible else None
         fallback_no, destination, issued_at = record.fallback_no, record.destination, record.created_at
     if event is None:
-        base.err.print(f"the event {record.event_id} of {fallback_no} is not in the store")
+        err.print(f"the event {record.event_id} of {fallback_no} is not in the store")
         raise typer.Exit(1)
     try:
         from adapter.fallback.paper import render_paper_prescription
     except ImportError as exc:
-        base.err.print(f"the paper renderer is not available ({exc}) -- fix: install the adapter with its PDF dependencies")
+        err.print(f"the paper renderer is not available ({exc}) -- fix: install the adapter with its PDF dependencies")
         raise typer.Exit(2) from None
     try:
         pdf = render_paper_prescription(event, fallback_no, hid=hid, facility_name=None,
                                         item_names=_item_names(Path(cfg.mappings_root), destination),
                                         issued_at=issued_at)
     except Exception as exc:  # a missing font, an event the renderer refuses: say what, not a traceback
-        base.err.print(f"could not render {fallback_no}: {type(exc).__name__}: {exc}", markup=False)
+        err.print(f"could not render {fallback_no}: {type(exc).__name__}: {exc}", markup=False)
         raise typer.Exit(1) from None
     target = out or Path(f"{fallback_no}.pdf")
     target.write_bytes(pdf)

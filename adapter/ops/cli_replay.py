@@ -1,8 +1,7 @@
 """``adapter list`` and ``adapter replay``: find failed work and send it again.
 
 Registered on the main ``adapter`` app by ``adapter.ops.cli`` (``cli_replay.register(app)``).
-The helpers of ``adapter.ops.cli`` are imported inside the commands, because that module
-imports this one while it is still loading.
+The shared helpers come from ``adapter.ops.cli_common``.
 """
 
 import getpass
@@ -14,10 +13,11 @@ from rich.table import Table
 from rich.text import Text
 
 from adapter.config import DEFAULT_CONFIG
+from adapter.ops.cli_common import ConfigOption, console, err
+from adapter.ops.cli_common import config_or_exit as _config
+from adapter.ops.cli_common import fail_config as _fail_config
+from adapter.ops.cli_common import print_json as _print_json
 
-# Same option as adapter.ops.cli.ConfigOption (not imported from there: see the module docstring).
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", envvar="ADAPTER_CONFIG",
-                                            help="config file (env ADAPTER_CONFIG)")]
 StateOpt = Annotated[Optional[list[str]], typer.Option(
     "--state", help="submission state (repeatable: --state dead --state rejected)", show_default=False)]
 DestinationOpt = Annotated[Optional[str], typer.Option("--destination", help="destination, e.g. tamin")]
@@ -38,7 +38,6 @@ def register(app: typer.Typer) -> None:
 
 
 def _bad(message: str) -> typer.Exit:
-    from adapter.ops.cli import err
 
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(2)
@@ -57,7 +56,6 @@ def _filters(state: Optional[list[str]], destination: Optional[str], event_type:
 
 def _open(config: Path) -> tuple[Any, Any, Any]:
     from adapter.app import open_store
-    from adapter.ops.cli import _config
 
     cfg = _config(config)
     engine, sessions = open_store(cfg)
@@ -104,7 +102,6 @@ def list_command(
     """Submissions matching the filters (identifiers masked in errors), most recently changed first."""
     from sqlalchemy import func
 
-    from adapter.ops.cli import _print_json, console, err
     from adapter.ops.inspect import list_submissions, matching
     from adapter.store.models import Submission
 
@@ -152,7 +149,6 @@ def replay_command(
     Exit code 0 when every requested replay happened, 1 when some were skipped, 2 on bad arguments.
     """
     from adapter.config import ConfigError
-    from adapter.ops.cli import _fail_config, _print_json, err
     from adapter.ops.replay import Replayer, ReplayArgumentError
 
     ids = _ids(submission_ids or [])
@@ -220,7 +216,6 @@ def _os_user() -> str:
 def _with_progress(work: Any, *, show: bool, label: str) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from adapter.ops.cli import err
 
     if not show:
         return work(None)
@@ -233,7 +228,6 @@ def _with_progress(work: Any, *, show: bool, label: str) -> Any:
 def _print_report(sessions: Any, report: Any) -> None:
     from sqlalchemy import select
 
-    from adapter.ops.cli import console
     from adapter.ops.inspect import row_dict
     from adapter.store.models import InboxEvent, Submission
 

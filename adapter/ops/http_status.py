@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from adapter.config import AdapterConfig, ConfigError, read_secret
 from adapter.ops import metrics
-from adapter.ops.redact import redact_text
+from adapter.redact import redact_text
 from adapter.store.types import utcnow
 
 FINISHED_OK = ("accepted", "confirmed", "billed", "paid", "deducted")

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
-from adapter.ops.redact import redact_text
+from adapter.redact import redact_text
 from adapter.store.models import InboxEvent, Submission
 from adapter.store.states import State
 from adapter.store.types import utcnow

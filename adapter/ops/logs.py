@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from adapter.ops.redact import redact_text, redact_tree
+from adapter.redact import redact_text, redact_tree
 
 _HANDLER_MARK = "_adapter_log_handler"
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from adapter.events.parse import EventRejected, parse_event
 from adapter.mapping import MappingError, MappingSet
 from adapter.ops.inspect import Filters, matching
-from adapter.ops.redact import redact_text
+from adapter.redact import redact_text
 from adapter.store.audit import transition
 from adapter.store.models import InboxEvent, Submission
 from adapter.store.states import NEEDS_PERSON, State

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from adapter.ops.redact import redact_tree
+from adapter.redact import redact_tree
 from adapter.store.models import Attempt, InboxEvent, StateChange, Submission
 
 

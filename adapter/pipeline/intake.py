@@ -28,9 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from adapter.events.parse import EventRejected, Problem, body_fingerprint, event_id_or_none, parse_event
 from adapter.mapping import MappingError, MappingSet
-from adapter.ops.redact import pseudonym
+from adapter.redact import pseudonym
 from adapter.outage import records as outage_records
-from adapter.pipeline import keys
+from adapter.events import keys
 from adapter.store.audit import audit_rows, state_change
 from adapter.store.models import FallbackRecord, InboxEvent, Outage, Submission
 from adapter.store.states import EventStatus, State

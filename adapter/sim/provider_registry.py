@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.sim import tamin_rules as rules
+from adapter.sim.prices import unit_price
 
 FAMILY_TYPES = {"pharmacy": 1, "paraclinic": 2}  # prescTypeId each family serves
 
@@ -275,7 +276,6 @@ def _count(value: Any) -> int:
 
 
 def _drug_lines(body: dict[str, Any], presc: Any) -> list[dict[str, Any]]:
-    from adapter.sim.registry import unit_price
 
     drugs = body.get("drugsList")
     if not isinstance(drugs, list) or not drugs:
@@ -295,7 +295,6 @@ def _drug_lines(body: dict[str, Any], presc: Any) -> list[dict[str, Any]]:
 
 
 def _service_lines(body: dict[str, Any], presc: Any) -> list[dict[str, Any]]:
-    from adapter.sim.registry import unit_price
 
     details, kind = body.get("details"), str(body.get("partypecode") or "")
     if not isinstance(details, list) or not details:

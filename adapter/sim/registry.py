@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import zlib
 import random
 import secrets
 import threading
@@ -33,6 +32,7 @@ from typing import Any
 import jdatetime
 
 from adapter.sim import tamin_rules as rules
+from adapter.sim.prices import unit_price
 from adapter.sim.provider_registry import ProviderDesk, ProviderState, count_receipt
 from adapter.sim.settings import TaminSimSettings, parse_jalali_compact
 
@@ -42,11 +42,6 @@ API_ENDPOINTS = frozenset({"eligibility", "create", "detail", "edit", "delete", 
     | PROVIDER_ENDPOINTS
 AUDIT_STATUSES = ("submitted", "under_audit", "audited", "paid", "rejected")
 """Claim audit/payment states the simulator reports (sim-defined, docs/tamin-wire.md)."""
-
-
-def unit_price(srv_code: str | None) -> int:
-    """Sim-defined tariff: a stable price in rials per unit of a service code (100,000-2,000,000)."""
-    return 100_000 * (1 + zlib.crc32(str(srv_code).encode()) % 20)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cryptography.fernet import Fernet
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapter.ops.redact import pseudonym
+from adapter.redact import pseudonym
 from adapter.store.models import StoredRefreshToken
 from adapter.store.types import utcnow
 

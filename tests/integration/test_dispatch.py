@@ -20,8 +20,8 @@ from sqlalchemy import select, update
 
 from adapter.app import App, build
 from adapter.destinations.auth import ClientCredentialsProvider, TokenCache
-from adapter.destinations.tamin import TaminClient
-from adapter.destinations.tamin_destination import TaminDestination
+from adapter.destinations.tamin.client import TaminClient
+from adapter.destinations.tamin.destination import TaminDestination
 from adapter.pipeline.intake import Received
 from adapter.samples.generate import SampleSet, generate
 from adapter.sim.server import SimServer

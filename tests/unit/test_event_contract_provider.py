@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapter.events.parse import EventRejected, parse_event
-from adapter.pipeline import keys
+from adapter.events import keys
 
 SAMPLES = Path(__file__).resolve().parents[2] / "docs" / "samples"
 

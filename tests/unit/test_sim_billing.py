@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapter.sim.registry import unit_price
+from adapter.sim.prices import unit_price
 from adapter.sim.server import SimServer
 from adapter.sim.settings import TaminSimSettings
 from adapter.sim.tamin_app import create_tamin_app

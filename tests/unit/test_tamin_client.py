@@ -19,11 +19,11 @@ import httpx
 import pytest
 
 from adapter.config import AuthConfig, TaminConfig
-from adapter.destinations import tamin_answers
+from adapter.destinations.tamin import answers as tamin_answers
 from adapter.destinations.auth import ClientCredentialsProvider, TokenCache
 from adapter.destinations.classify import class_of_status, retry_after_seconds
 from adapter.destinations.outcome import OutcomeClass
-from adapter.destinations.tamin import TaminCall, TaminClient
+from adapter.destinations.tamin.client import TaminCall, TaminClient
 from adapter.events.parse import parse_event
 from adapter.mapping import load_mappings
 from adapter.samples.generate import generate

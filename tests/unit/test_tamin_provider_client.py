@@ -14,8 +14,8 @@ import pytest
 from adapter.config import TaminPharmacyConfig
 from adapter.destinations.auth import AclAuthenticateProvider, Operator, TokenCache, TokenError
 from adapter.destinations.outcome import OutcomeClass
-from adapter.destinations.tamin_provider import ProviderClient
-from adapter.destinations.tamin_provider_answers import Fetched, problems_message, read_fetch, read_submit
+from adapter.destinations.tamin_provider.client import ProviderClient
+from adapter.destinations.tamin_provider.answers import Fetched, problems_message, read_fetch, read_submit
 from adapter.events.parse import parse_event
 from adapter.mapping import load_mappings
 

@@ -31,7 +31,7 @@ from adapter.destinations.outcome import Outcome, OutcomeClass
 from adapter.destinations.sepas.config import SepasConfig
 from adapter.destinations.sepas.crypto import Envelope
 from adapter.destinations.sepas.messages import MessageSpec
-from adapter.ops.redact import redact_text
+from adapter.redact import redact_text
 
 DESTINATION = "sepas"
 

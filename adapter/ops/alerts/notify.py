@@ -1,7 +1,7 @@
 """Alert channels: webhook (HTTP POST of a JSON document, httpx) and email (SMTP, stdlib).
 
 Every alert is built by ``Alert``, which runs its text and details through
-``adapter.ops.redact`` (national codes, mobile numbers, secrets): alerts never carry patient
+``adapter.redact`` (national codes, mobile numbers, secrets): alerts never carry patient
 identifiers, and rules only put counts, states, ages and operator/insurer reasons in them.
 
 A notifier's ``send`` raises on any failure; the caller (``AlertService``) logs it and tries
@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from adapter.config import AdapterConfig, ConfigError, EmailConfig, WebhookConfig, read_secret
-from adapter.ops.redact import redact_text, redact_tree
+from adapter.redact import redact_text, redact_tree
 
 STATUS = {"start": "firing", "renotify": "firing", "resolve": "resolved", "test": "test"}
 
@@ -149,7 +149,7 @@ def build_notifiers(config: AdapterConfig, environ: dict[str, str] | None = None
     ``ConfigError`` listing every secret that cannot be read, each with its key and fix."""
     import os
 
-    from adapter.ops.redact import register_secret
+    from adapter.redact import register_secret
 
     alerts, source = config.alerts, config.source_file
     env = dict(os.environ) if environ is None else environ

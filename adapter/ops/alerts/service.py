@@ -23,7 +23,7 @@ from adapter.config import AdapterConfig, AlertRulesConfig
 from adapter.ops.alerts.notify import Alert, Notifier, build_notifiers
 from adapter.ops.alerts.rules import (Action, Condition, DestinationFacts, Entry, Facts, Kind, OutageFact, conditions,
                                       plan, settle)
-from adapter.ops.redact import redact_text
+from adapter.redact import redact_text
 from adapter.store.types import utcnow
 
 log = logging.getLogger(__name__)

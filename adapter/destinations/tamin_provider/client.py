@@ -19,7 +19,7 @@ from adapter.destinations.auth import TokenCache, TokenError
 from adapter.destinations.classify import class_of_exception, class_of_status, retry_after_seconds
 from adapter.destinations.outcome import Outcome, OutcomeClass
 from adapter.destinations.routes import body_summary, fill_route
-from adapter.ops.redact import redact_text
+from adapter.redact import redact_text
 
 _METHODS = {"fetch": "GET", "submit": "POST", "confirm": "POST"}
 

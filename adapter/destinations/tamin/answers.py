@@ -9,7 +9,7 @@ from typing import Any
 
 from adapter.destinations.outcome import Outcome, OutcomeClass
 from adapter.events.digits import to_ascii_digits
-from adapter.ops.redact import redact_text
+from adapter.redact import redact_text
 
 DUPLICATE_CODE = "304"
 _HEAD_ID = re.compile(r"شناسه\s*(?:نسخه)?\s*[:：]?\s*(\d+)")

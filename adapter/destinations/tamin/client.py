@@ -15,12 +15,12 @@ from urllib.parse import quote
 import httpx
 
 from adapter.config import TaminConfig
-from adapter.destinations import tamin_answers
+from adapter.destinations.tamin import answers as tamin_answers
 from adapter.destinations.auth import TokenCache, TokenError
 from adapter.destinations.classify import class_of_exception, class_of_status, retry_after_seconds
 from adapter.destinations.outcome import Outcome, OutcomeClass
 from adapter.destinations.routes import RouteNotFillable, body_summary, fill_route
-from adapter.ops.redact import redact_text
+from adapter.redact import redact_text
 
 DESTINATION = "tamin"
 _METHODS = {"eligibility": "GET", "detail": "GET", "lookup": "GET", "create": "POST", "update": "POST", "cancel": "POST"}

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from adapter.destinations.base import Job
 from adapter.destinations.outcome import Outcome, OutcomeClass
-from adapter.destinations.tamin_provider import ProviderClient
-from adapter.destinations.tamin_provider_answers import Fetched, read_confirm, read_submit
-from adapter.destinations.tamin_provider_steps import Attempt, as_number, his_request_id, create_result, served_prescription
+from adapter.destinations.tamin_provider.client import ProviderClient
+from adapter.destinations.tamin_provider.answers import Fetched, read_confirm, read_submit
+from adapter.destinations.tamin_provider.steps import Attempt, as_number, his_request_id, create_result, served_prescription
 
 DESTINATION = "tamin_paraclinic"
 

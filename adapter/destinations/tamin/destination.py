@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from adapter.destinations.base import Job
 from adapter.destinations.outcome import Outcome, OutcomeClass
-from adapter.destinations.tamin import DESTINATION, CallNotPossible, TaminCall, TaminClient
+from adapter.destinations.tamin.client import DESTINATION, CallNotPossible, TaminCall, TaminClient
 from adapter.store.models import Submission, Visit
 from adapter.store.states import OPEN_STATES, State
 from adapter.store.types import utcnow

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter.destinations.outcome import Outcome, OutcomeClass
-from adapter.ops.redact import redact_text
+from adapter.redact import redact_text
 
 
 @dataclass(frozen=True)

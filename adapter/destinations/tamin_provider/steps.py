@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session
 
 from adapter.destinations.base import Job
 from adapter.destinations.outcome import Outcome, OutcomeClass
-from adapter.destinations.tamin import DESTINATION as PRESCRIBING
+from adapter.destinations.tamin.client import DESTINATION as PRESCRIBING
 from adapter.destinations.routes import RouteNotFillable
-from adapter.destinations.tamin_provider import ProviderClient
-from adapter.destinations.tamin_provider_answers import Fetched, problems_message, read_fetch
-from adapter.pipeline import keys
+from adapter.destinations.tamin_provider.client import ProviderClient
+from adapter.destinations.tamin_provider.answers import Fetched, problems_message, read_fetch
+from adapter.events import keys
 from adapter.pipeline.intake import stored_event
 from adapter.store.models import Submission
 from adapter.store.states import OPEN_STATES, State
