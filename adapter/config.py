@@ -95,6 +95,18 @@ class CircuitConfig(_Section):
     half_open_probes: int = Field(2, ge=1, description="probe sends that must succeed to close the circuit again")
 
 
+class DestinationConfig(_Section):
+    """What every destination's section under ``destinations:`` has (each subclass sets its own defaults)."""
+
+    enabled: bool = True
+    retry: RetryConfig = RetryConfig()
+    circuit: CircuitConfig = CircuitConfig()
+    max_rps: float | None = Field(
+        10.0, gt=0, description="sends per second at most (token bucket), so a recovering insurer is not flooded; null = no limit")
+    max_burst: int | None = Field(
+        None, ge=1, description="sends allowed at once above max_rps (bucket size); default: one second's worth")
+
+
 class TaminRoutes(_Section):
     """Path templates per operation (pilot spelling by default; production ones in production.example.yaml)."""
 
@@ -106,7 +118,7 @@ class TaminRoutes(_Section):
     lookup: str | None = Field("/api/v2/ep/lookup", description="lookup route for ambiguous outcomes; null if unavailable")
 
 
-class TaminConfig(_Section):
+class TaminConfig(DestinationConfig):
     enabled: bool = True
     base_url: str = Field(..., description="the Tamin API base URL, e.g. https://ep-test.tamin.ir")
     auth: AuthConfig
@@ -160,7 +172,7 @@ class ProviderRoutes(_Section):
     confirm: str = Field(..., description="POST the confirmation of a registered request")
 
 
-class TaminProviderConfig(_Section):
+class TaminProviderConfig(DestinationConfig):
     enabled: bool = True
     base_url: str = Field(..., description="the API base URL, e.g. https://health-services.tamin.ir")
     auth: ProviderAuthConfig
@@ -234,7 +246,7 @@ class SepasRoutes(_Section):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class SepasConfig(_Section):
+class SepasConfig(DestinationConfig):
     enabled: bool = False
     base_url: str = Field(..., description="the DITAS gateway, e.g. https://apigateway.behdasht.gov.ir")
     auth: SepasAuthConfig
@@ -268,6 +280,12 @@ class SepasConfig(_Section):
 
 
 class DestinationsConfig(_Section):
+    """The built-in destinations' sections, typed here; a section under any other name is kept as
+    given and validated by the plugin registered under that name (``adapter.destinations.registry``),
+    which also refuses a name no plugin has."""
+
+    model_config = ConfigDict(extra="allow")
+
     tamin: TaminConfig
     sepas: SepasConfig | None = None
     tamin_pharmacy: TaminPharmacyConfig | None = None
@@ -330,7 +348,7 @@ class StatusConfig(_Section):
 
 
 class RetentionConfig(_Section):
-    """What ``adapter prune`` removes. Unfinished work (open, rejected, invalid, dead, fallback,
+    """What ``adapter prune`` removes. Unfinished work (open, rejected, invalid, dead,
     discrepancy) and its events are never touched."""
 
     payload_days: float = Field(

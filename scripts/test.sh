@@ -2,11 +2,13 @@
 # Run the test suite:  ./scripts/test.sh [pytest arguments]
 #
 # Makes sure .venv exists with this checkout installed (editable, with the
-# [test] extra), then runs pytest with the given arguments.  pytest's exit
-# code is passed through unchanged: 5 ("no tests collected") is a failure,
-# never success.  Integration tests need PostgreSQL and RabbitMQ; start them
-# with `scripts/services.sh ensure` (they are skipped locally when down, and
-# fail when CI is set).
+# [test] extra), type-checks adapter/ with mypy, then runs pytest with the
+# given arguments.  pytest's exit code is passed through unchanged: 5 ("no
+# tests collected") is a failure, never success; a failed type check makes
+# the exit code 1 when pytest passed (ADAPTER_TEST_NO_TYPECHECK=1 skips it;
+# ignored when CI is set).  Integration tests need PostgreSQL and RabbitMQ;
+# start them with `scripts/services.sh ensure` (they are skipped locally when
+# down, and fail when CI is set).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,7 +21,7 @@ STAMP=$VENV/.adapter-installed   # touched after each install of this checkout
 venv_ready() {
     [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$STAMP" -nt "$ROOT/pyproject.toml" ] || return 1
     local where
-    where=$(cd / && "$VENV/bin/python" -c 'import adapter, pytest; print(adapter.__file__)' 2>/dev/null) || return 1
+    where=$(cd / && "$VENV/bin/python" -c 'import adapter, pytest, mypy; print(adapter.__file__)' 2>/dev/null) || return 1
     [ "$where" = "$ROOT/adapter/__init__.py" ]
 }
 
@@ -39,10 +41,24 @@ if [ -z "${ADAPTER_TEST_NO_SERVICES:-}" ]; then
         || echo "test.sh: services not available: integration tests will be skipped (CI fails them)" >&2
 fi
 
+# Type check (settings: [tool.mypy] in pyproject.toml). A failure fails the run, but pytest
+# still runs, so one run shows both.
+tc=0
+if [ -z "${ADAPTER_TEST_NO_TYPECHECK:-}" ] || [ -n "${CI:-}" ]; then
+    "$VENV/bin/python" -m mypy || tc=$?
+    if [ "$tc" -ne 0 ]; then
+        echo "test.sh: type check failed (mypy exit $tc)" >&2
+    fi
+fi
+
 rc=0
 "$VENV/bin/python" -m pytest "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
     echo "test.sh: pytest collected no tests (exit 5) - treated as failure" >&2
+fi
+if [ "$tc" -ne 0 ]; then  # said again after pytest's output, so it is not missed
+    echo "test.sh: type check failed (mypy exit $tc; its errors are printed before pytest's output)" >&2
+    [ "$rc" -ne 0 ] || rc=1
 fi
 
 # Airflow DAG tests run in Airflow's own venv (scripts/test-airflow.sh), on a full run only.

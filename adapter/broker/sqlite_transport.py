@@ -258,7 +258,7 @@ class Channel(virtual.Channel):
     synchronous: str = "FULL"
     dead_letter: bool = True
 
-    from_transport_options = virtual.Channel.from_transport_options + (
+    from_transport_options = virtual.Channel.from_transport_options + (  # type: ignore[assignment]  # kombu infers a 2-tuple
         "lease_seconds",
         "busy_timeout",
         "synchronous",
@@ -278,13 +278,13 @@ class Channel(virtual.Channel):
 
     # -- the virtual-transport primitives ---------------------------------
 
-    def _put(self, queue: str, message: dict, **kwargs: Any) -> None:
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         self._store.conn().execute(
             "INSERT INTO messages (queue, payload, created_at) VALUES (?, ?, ?)",
             (queue, json.dumps(message), time.time()),
         )
 
-    def _get(self, queue: str, timeout: float | None = None) -> dict:
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         """Lease the oldest visible message of ``queue`` or raise Empty."""
         # A cheap read first, so idle polling never takes the write lock.
         if self._next_visible(self._store.conn(), queue, time.time()) is None:
@@ -308,7 +308,7 @@ class Channel(virtual.Channel):
         return message
 
     @staticmethod
-    def _next_visible(conn: sqlite3.Connection, queue: str, now: float) -> tuple | None:
+    def _next_visible(conn: sqlite3.Connection, queue: str, now: float) -> tuple[Any, ...] | None:
         return conn.execute(
             "SELECT id, payload, deliveries FROM messages"
             " WHERE queue = ? AND visible_at <= ? ORDER BY id LIMIT 1",
@@ -382,11 +382,12 @@ class Transport(virtual.Transport):
     Channel = Channel
 
     can_parse_url = True  # the whole URL reaches us as ``client.hostname``
-    default_port = 0
+    default_port = 0  # type: ignore[assignment]  # kombu's unannotated `default_port = None` is typed None
     driver_type = "sqlite"
     driver_name = "sqlite3"
     polling_interval = DEFAULT_POLLING_INTERVAL
-    connection_errors = virtual.Transport.connection_errors + (sqlite3.OperationalError,)
+    connection_errors = virtual.Transport.connection_errors + (  # type: ignore[assignment]  # kombu infers a 1-tuple
+        sqlite3.OperationalError,)
 
     def driver_version(self) -> str:
         return sqlite3.sqlite_version

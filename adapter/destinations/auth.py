@@ -7,6 +7,7 @@ fetch; the cache decides when. On a 401 the caller invalidates and asks once mor
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ class RefreshTokenStore(Protocol):
     def put(self, principal: str, refresh_token: str) -> None: ...
 
 
-def _issued(answer: httpx.Response, what: str) -> tuple[str, float, str | None]:
+def issued_token(answer: httpx.Response, what: str) -> tuple[str, float, str | None]:
     if answer.status_code in (400, 401, 403):
         raise TokenError(f"{what} refused the credentials (HTTP {answer.status_code})", OutcomeClass.auth)
     if answer.status_code != 200:
@@ -78,7 +79,7 @@ class ClientCredentialsProvider:
             "grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret}
 
     def fetch(self, principal: str) -> IssuedToken:
-        token, ttl, _ = _issued(_post_form(self._http, self._url, self._form, "token endpoint"), "token endpoint")
+        token, ttl, _ = issued_token(_post_form(self._http, self._url, self._form, "token endpoint"), "token endpoint")
         return IssuedToken(token, time.monotonic() + ttl)
 
 
@@ -99,7 +100,7 @@ class RefreshTokenProvider:
                              OutcomeClass.auth)
         form = {"grant_type": "refresh_token", "client_id": self._client_id, "refresh_token": refresh, "audience": principal}
         try:
-            token, ttl, rotated = _issued(_post_form(self._http, self._url, form, "refresh endpoint"), "refresh endpoint")
+            token, ttl, rotated = issued_token(_post_form(self._http, self._url, form, "refresh endpoint"), "refresh endpoint")
         except TokenError as exc:
             if exc.klass is OutcomeClass.auth:
                 raise TokenError("the prescriber's refresh token was refused (expired, revoked or already used): the "
@@ -200,3 +201,49 @@ class AclAuthenticateProvider:
             raise TokenError(f"acl/authenticate: {type(exc).__name__}", OutcomeClass.transient) from None
         token, ttl = _read_acl_answer(answer)
         return IssuedToken(token, time.monotonic() + ttl)
+
+
+class PasswordGrantProvider:
+    """``POST /oauth/token`` with ``grant_type=password`` and HTTP Basic client auth.
+
+    When an answer carried a refresh_token, the next fetch first tries
+    ``grant_type=refresh_token`` and falls back to the password grant if that is refused.
+    """
+
+    def __init__(self, http: httpx.Client, url: str, client_id: str, client_secret: str, username: str, password: str):
+        self._http, self._url = http, url
+        self._basic = "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        self._username, self._password = username, password
+        self._refresh: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.password_grants = 0
+        self.refresh_grants = 0
+
+    def _post(self, form: dict[str, str]) -> httpx.Response:
+        try:
+            return self._http.post(self._url, data=form, headers={"Authorization": self._basic})
+        except httpx.HTTPError as exc:
+            raise TokenError(f"DITAS token endpoint: {type(exc).__name__}", OutcomeClass.transient) from None
+
+    def fetch(self, principal: str) -> IssuedToken:
+        with self._lock:
+            refresh = self._refresh.pop(principal, None)
+        if refresh:
+            try:
+                token, ttl, rotated = issued_token(self._post({"grant_type": "refresh_token", "refresh_token": refresh}),
+                                              "DITAS refresh")
+                self.refresh_grants += 1
+                return self._keep(principal, token, ttl, rotated or refresh)
+            except TokenError as exc:
+                if exc.klass is OutcomeClass.transient:
+                    raise
+        token, ttl, rotated = issued_token(self._post({"grant_type": "password", "username": self._username,
+                                                  "password": self._password}), "DITAS token endpoint")
+        self.password_grants += 1
+        return self._keep(principal, token, ttl, rotated)
+
+    def _keep(self, principal: str, token: str, ttl: float, refresh: str | None) -> IssuedToken:
+        if refresh:
+            with self._lock:
+                self._refresh[principal] = refresh
+        return IssuedToken(token, time.monotonic() + ttl, refresh)

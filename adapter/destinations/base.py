@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from sqlalchemy.orm import Session
-
 from adapter.destinations.outcome import Outcome
+from adapter.store.lookups import DestinationStore
 
 
 @dataclass(frozen=True)
@@ -38,13 +37,16 @@ class Job:
 class Destination(Protocol):
     name: str
 
-    def prepare(self, session: Session, job: Job) -> Job | Outcome:
-        """Resolve what the call needs from earlier results (head id, HID); an Outcome means: do not send."""
+    def prepare(self, store: DestinationStore, job: Job) -> Job | Outcome:
+        """Resolve what the call needs from earlier results (head id, HID); an Outcome means: do not send.
+
+        ``store`` reads from a session of its own, closed before the send."""
 
     def send(self, job: Job) -> Outcome: ...
 
     def lookup(self, job: Job) -> Outcome:
         """Was this already applied at the destination? accepted (with ids) or not_found."""
 
-    def on_result(self, session: Session, job: Job, outcome: Outcome) -> None:
-        """Keep what later submissions need (e.g. the HID from eligibility), in the same transaction."""
+    def on_result(self, store: DestinationStore, job: Job, outcome: Outcome) -> None:
+        """Keep what later submissions need (e.g. the HID from eligibility), in the same transaction
+        as the submission's new state (``store`` is on the dispatcher's settle transaction)."""

@@ -1,11 +1,12 @@
-"""HTTP-level classification shared by every destination: status codes and transport errors."""
+"""HTTP-level classification shared by every destination: what a status decides, ``Retry-After``.
+
+Transport errors are classed by the exchange (``adapter.destinations.http``), the one module
+that makes requests."""
 
 from __future__ import annotations
 
 import email.utils
 import time
-
-import httpx
 
 from adapter.destinations.outcome import OutcomeClass
 
@@ -21,15 +22,6 @@ def class_of_status(status: int) -> OutcomeClass | None:
     if 400 <= status < 500:
         return OutcomeClass.rejected
     return None
-
-
-def class_of_exception(exc: httpx.HTTPError) -> OutcomeClass:
-    """Before the request left: transient. After it left with no answer: ambiguous."""
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
-        return OutcomeClass.transient
-    if isinstance(exc, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError, httpx.WriteTimeout)):
-        return OutcomeClass.ambiguous
-    return OutcomeClass.transient
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jdatetime
@@ -44,6 +44,7 @@ from reportlab.graphics.shapes import Drawing
 from reportlab.lib.colors import Color, black, white
 from reportlab.lib.pagesizes import A5
 from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 
 from adapter.events.contract import (
@@ -128,7 +129,7 @@ class _Ink:
     def __init__(self, canvas: Canvas | None, fonts: FontSet):
         self.c = canvas
         self.fonts = fonts
-        self._cmaps = {name: pdfmetrics.getFont(name).face.charToGlyph
+        self._cmaps = {name: cast(TTFont, pdfmetrics.getFont(name)).face.charToGlyph  # fonts.py registers TrueType
                        for name in (fonts.regular, fonts.bold, fonts.latin_regular, fonts.latin_bold)}
 
     def visual(self, logical: str, persian: str, base_dir: str | None = None) -> str:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from adapter.mapping.errors import MappingError
 from adapter.mapping.lint import lint
-from adapter.mapping.loader import read_mapping
+from adapter.mapping.loader import OperationsOf, read_mapping
 
 
 def mapping_test(mapping_file: Path, event_file: Path) -> tuple[int, str]:
@@ -26,7 +27,7 @@ def mapping_test(mapping_file: Path, event_file: Path) -> tuple[int, str]:
         return 2, f"{event_file}: cannot read: {exc.strerror or exc}"
     mapping, problems = read_mapping(mapping_file)
     lines = [str(p) for p in problems]
-    event: dict | None = None
+    event: dict[str, Any] | None = None
     try:
         event = parse_event(raw).model_dump(mode="json")
     except EventRejected as exc:
@@ -41,10 +42,11 @@ def mapping_test(mapping_file: Path, event_file: Path) -> tuple[int, str]:
     return 1, "\n".join(lines)
 
 
-def mapping_lint(root: Path) -> tuple[int, str]:
-    """Lint every mapping file and code table under ``root`` (the mappings folder)."""
+def mapping_lint(root: Path, operations: OperationsOf | None = None) -> tuple[int, str]:
+    """Lint every mapping file and code table under ``root`` (the mappings folder); ``operations``
+    (destination -> its operations) checks each mapping's operation."""
     root = Path(root)
-    problems = lint(root)
+    problems = lint(root, operations)
     if problems:
         count = len(problems)
         return 1, "\n".join([*(str(p) for p in problems), f"{count} problem{'s' if count != 1 else ''}"])

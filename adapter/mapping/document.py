@@ -11,8 +11,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-OPERATIONS = ("eligibility", "create", "update", "cancel")
-
 # replaced by a $ref to the recursive Template definition in schema.mapping_json_schema()
 TEMPLATE_MARK = "x-mapping-template"
 TemplateField = Annotated[Any, WithJsonSchema({TEMPLATE_MARK: True})]
@@ -68,7 +66,9 @@ class MappingDocument(_Strict):
     mapping: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="mapping name, unique per destination")]
     version: Annotated[int | str, Field(description="version of this mapping file, chosen by its author")]
     destination: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$", description="destination name, e.g. tamin")]
-    operation: Annotated[Literal["eligibility", "create", "update", "cancel", "confirm"], Field(description="the destination call this mapping feeds")]
+    operation: Annotated[str, Field(pattern=r"^[a-z][a-z_]*$", description=(
+        "the destination call this mapping feeds: one of the operations its destination's plugin names "
+        "(tamin: eligibility, create, update, cancel; tamin_paraclinic: create, confirm; ...)"))]
     event_types: Annotated[list[Annotated[str, Field(pattern=r"^[a-z_]+(\.[a-z_]+)+$")]], Field(min_length=1, description="event types this mapping applies to")]
     description: str | None = None
     when: Annotated[Condition | None, Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from adapter.mapping.errors import MappingProblem
-from adapter.mapping.loader import TableCache, read_all
+from adapter.mapping.loader import OperationsOf, TableCache, read_all
 from adapter.mapping.tables import load_table
 
 
@@ -17,11 +17,12 @@ def _known_event_types() -> tuple[str, ...] | None:
     return EVENT_TYPES
 
 
-def lint(root: Path) -> list[MappingProblem]:
-    """All problems, in file order, without stopping at the first; an empty list means clean."""
+def lint(root: Path, operations: OperationsOf | None = None) -> list[MappingProblem]:
+    """All problems, in file order, without stopping at the first; an empty list means clean.
+    ``operations``: destination -> its operations (the registry's), to check each mapping's."""
     root = Path(root)
     cache: TableCache = {}
-    mappings, problems = read_all(root, None, cache)
+    mappings, problems = read_all(root, None, cache, operations)
     if not root.is_dir():
         return problems
     known = _known_event_types()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from collections.abc import Iterable, Sequence
+from collections.abc import Mapping as Mapping_
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -13,6 +15,9 @@ from adapter.mapping.errors import MappingError, MappingProblem
 from adapter.mapping.model import Mapping, MappingSet
 from adapter.mapping.tables import CodeTable, load_table
 from adapter.mapping.template import BoundTable, Compiler
+
+OperationsOf = Mapping_[str, Sequence[str]]
+"""destination -> the operations its mappings may name"""
 
 TableCache = dict[tuple[Path, str], tuple[CodeTable | None, list[MappingProblem]]]
 
@@ -153,8 +158,12 @@ def _destination_dirs(root: Path, destinations: Iterable[str] | None) -> tuple[l
     return folders, problems
 
 
-def read_all(root: Path, destinations: Iterable[str] | None = None, cache: TableCache | None = None) -> tuple[list[Mapping], list[MappingProblem]]:
-    """Every mapping under ``root/<destination>/*.yaml`` and every problem (nothing raised)."""
+def read_all(root: Path, destinations: Iterable[str] | None = None, cache: TableCache | None = None,
+             operations: OperationsOf | None = None) -> tuple[list[Mapping], list[MappingProblem]]:
+    """Every mapping under ``root/<destination>/*.yaml`` and every problem (nothing raised).
+
+    ``operations`` (destination -> the operations it has, from the destination registry) checks
+    each mapping's ``operation``; a destination it does not name is not checked."""
     root = Path(root)
     folders, problems = _destination_dirs(root, destinations)
     cache = cache if cache is not None else {}
@@ -173,17 +182,23 @@ def read_all(root: Path, destinations: Iterable[str] | None = None, cache: Table
             if mapping.name in names:
                 problems.append(MappingProblem(str(path), "mapping", f"name {mapping.name!r} already used by {names[mapping.name]}"))
                 continue
+            known = (operations or {}).get(mapping.destination)
+            if known is not None and mapping.operation not in known:
+                problems.append(MappingProblem(str(path), "operation", f"{mapping.operation!r} is not an operation of "
+                                               f"{mapping.destination} (known: {', '.join(known)})"))
+                continue
             names[mapping.name] = str(path)
             mappings.append(mapping)
     return mappings, problems
 
 
-def load_mappings(root: Path, destinations: Iterable[str] | None = None) -> MappingSet:
+def load_mappings(root: Path, destinations: Iterable[str] | None = None,
+                  operations: OperationsOf | None = None) -> MappingSet:
     """Load every ``*.yaml`` under ``root/<destination>/`` (all destinations when None).
 
     Raises ``MappingError`` listing every problem in every file.
     """
-    mappings, problems = read_all(root, destinations)
+    mappings, problems = read_all(root, destinations, operations=operations)
     if problems:
         raise MappingError(problems)
     return MappingSet(mappings)

@@ -286,7 +286,7 @@ class Evaluation:
         if bound.table is None:
             return self.problem(key, f"code table {bound.name!r} ({bound.display}) could not be loaded")
         code = str(value).lower() if isinstance(value, bool) else str(value)
-        row = bound.table.get(code)
+        row: dict[str, Any] | None = bound.table.get(code)
         if row is None:
             default = bound.decl.default
             if default == "error":
@@ -295,7 +295,7 @@ class Evaluation:
                 self._unmapped.add((bound.name, where))
                 return self.problem(key, f"code {shown_code(code, where)} (event path {where}) is not in code table {bound.name!r} "
                                          f"({bound.display}, key column {bound.decl.key!r}) and the table's default is error")
-            row = default  # type: ignore[assignment]
+            row = default
         cell = row.get(spec.column)
         return MISSING if cell is None or cell == "" else cell
 

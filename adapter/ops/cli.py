@@ -280,9 +280,10 @@ def mapping_test(mapping_file: Path, event_file: Path) -> None:
 @mapping_app.command("lint")
 def mapping_lint(root: Annotated[Path, typer.Option(help="the mappings folder")] = Path("mappings")) -> None:
     """Check every mapping file and code table."""
+    from adapter.destinations import registry
     from adapter.mapping.cli_support import mapping_lint as run_lint
 
-    code, text = run_lint(root)
+    code, text = run_lint(root, registry.operations())
     sys.stdout.write(text.rstrip("\n") + "\n")
     raise typer.Exit(code)
 

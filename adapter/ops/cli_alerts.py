@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         if not notifiers:
             sys.stderr.write(f"{config}: alerts: no channel configured -- fix: add alerts.webhooks or alerts.email\n")
             raise typer.Exit(2)
-        service = AlertService(lambda now: None, None, notifiers, cfg.alerts.rules,  # type: ignore[arg-type,return-value]
+        service = AlertService(lambda now: None, None, notifiers, cfg.alerts.rules,  # type: ignore[arg-type,return-value]  # test() uses neither
                                cfg.alerts.renotify_s, cfg.instance)
         try:
             deliveries = service.test()

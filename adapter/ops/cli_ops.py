@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from adapter.config import DEFAULT_CONFIG, AdapterConfig, ConfigError, load_config, read_secret
+from adapter.config import DEFAULT_CONFIG, AdapterConfig, ConfigError, load_config
 from adapter.ops.cli_common import ConfigOption
 
 
@@ -27,7 +27,7 @@ def config_problems(path: Path, environ: dict[str, str] | None = None) -> tuple[
         config = load_config(path, environ=environ)
     except ConfigError as exc:
         return list(exc.lines), None
-    from adapter.app import enabled_destinations, load_checked_mappings
+    from adapter.app import load_checked_mappings
 
     problems: list[str] = []
     source = config.source_file
@@ -35,7 +35,7 @@ def config_problems(path: Path, environ: dict[str, str] | None = None) -> tuple[
     if not root.is_dir():
         problems.append(f"{source}: mappings_root: {root} is not a folder -- fix: point it at the mappings folder")
     else:
-        for destination in enabled_destinations(config):
+        for destination in _enabled_or_none(config):
             if not (root / destination).is_dir():
                 problems.append(f"{source}: mappings_root: {root / destination} is missing -- fix: add the "
                                 f"{destination} mapping files or disable destinations.{destination}")
@@ -43,10 +43,7 @@ def config_problems(path: Path, environ: dict[str, str] | None = None) -> tuple[
             load_checked_mappings(config)
         except ConfigError as exc:
             problems += exc.lines
-    problems += _secret_problems(config)
-    sepas = config.destinations.sepas
-    if sepas is not None and sepas.enabled:
-        problems += _sepas_problems(config)
+    problems += _destination_problems(config)
     from adapter.ops.http_status import resolve_auth
 
     try:
@@ -62,69 +59,29 @@ def config_problems(path: Path, environ: dict[str, str] | None = None) -> tuple[
     return _unique(problems), config
 
 
+def _enabled_or_none(config: AdapterConfig) -> list[str]:
+    """The enabled destinations' names; none when the destinations section has problems (reported apart)."""
+    from adapter.app import enabled_destinations
+
+    try:
+        return enabled_destinations(config)
+    except ConfigError:
+        return []
+
+
 def _unique(lines: list[str]) -> list[str]:
     return list(dict.fromkeys(lines))
 
 
-def _secret(env: str | None, file: str | None, literal: str | None, what: str, source: str) -> list[str]:
+def _destination_problems(config: AdapterConfig) -> list[str]:
+    """What each enabled destination's plugin finds (its secrets, files, keys)."""
+    from adapter.destinations import registry
+
     try:
-        read_secret(env, file, literal, what=what, source=source)
+        enabled = registry.configured(config)
     except ConfigError as exc:
         return list(exc.lines)
-    return []
-
-
-def _secret_problems(config: AdapterConfig) -> list[str]:
-    source, problems = config.source_file, []
-    tamin = config.destinations.tamin
-    if tamin.enabled and tamin.auth.mode == "client_credentials":
-        auth = tamin.auth
-        problems += _secret(auth.client_secret_env, auth.client_secret_file, auth.client_secret,
-                            "destinations.tamin.auth.client_secret", source)
-    sepas = config.destinations.sepas
-    if sepas is not None and sepas.enabled:
-        auth2 = sepas.auth
-        problems += _secret(auth2.client_secret_env, auth2.client_secret_file, auth2.client_secret,
-                            "destinations.sepas.auth.client_secret", source)
-        problems += _secret(auth2.password_env, auth2.password_file, auth2.password,
-                            "destinations.sepas.auth.password", source)
-    return problems + _provider_secret_problems(config)
-
-
-def _provider_secret_problems(config: AdapterConfig) -> list[str]:
-    """Dispensing / paraclinic: the software client secret and every facility operator's password."""
-    from adapter.app import provider_operators, provider_secret
-
-    problems: list[str] = []
-    for name in ("tamin_pharmacy", "tamin_paraclinic"):
-        provider = getattr(config.destinations, name)
-        if provider is None or not provider.enabled:
-            continue
-        for read in (provider_secret, provider_operators):
-            try:
-                read(name, provider, config.source_file)
-            except ConfigError as exc:
-                problems += exc.lines
-    return problems
-
-
-def _sepas_problems(config: AdapterConfig) -> list[str]:
-    from adapter.destinations.sepas.crypto import load_public_key
-    from adapter.destinations.sepas.terminology import load_terminology
-
-    sepas, source, problems = config.destinations.sepas, config.source_file, []
-    assert sepas is not None
-    try:
-        load_terminology(Path(sepas.terminology_dir), sepas.enforcement)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        problems.append(f"{source}: destinations.sepas.terminology_dir: {sepas.terminology_dir}: {exc} "
-                        "-- fix: point it at a folder with terminology.yaml and its tables")
-    try:
-        load_public_key(sepas.public_key_file)
-    except Exception as exc:  # unreadable, not PEM, not <RSAKeyValue>
-        problems.append(f"{source}: destinations.sepas.public_key_file: {sepas.public_key_file}: "
-                        f"{type(exc).__name__}: {exc} -- fix: the Ministry's RSA public key, PEM or <RSAKeyValue> XML")
-    return problems
+    return [line for item in enabled for line in item.plugin.problems(item.section, config)]
 
 
 def register(app: typer.Typer) -> None:

@@ -23,6 +23,7 @@ from adapter.broker.connection import publish_bodies
 from adapter.config import AdapterConfig, load_config
 from adapter.pipeline.runner import Runner, RunStats
 from adapter.samples.generate import SampleSet, generate
+from adapter.destinations import registry
 from adapter.sim.ditas_app import create_ditas_app
 from adapter.sim.ditas_registry import DitasSimSettings
 from adapter.sim.server import SimServer
@@ -37,14 +38,18 @@ def demo_config(base: Path, workdir: Path, sim_url: str, ditas: SimServer | None
     overrides = {
         "ADAPTER__DATABASE__URL": f"sqlite:///{workdir}/adapter.db",
         "ADAPTER__BROKER__URL": f"sqlite-queue:///{workdir}/queue.db",
-        "ADAPTER__DESTINATIONS__TAMIN__BASE_URL": sim_url,
-        "ADAPTER__DESTINATIONS__TAMIN_PHARMACY__BASE_URL": sim_url,
-        "ADAPTER__DESTINATIONS__TAMIN_PARACLINIC__BASE_URL": sim_url,
         "ADAPTER__SECRETS__TOKEN_KEY_FILE": f"{workdir}/token.key",
     }
+    overrides.update(simulator_overrides("tamin", sim_url))
     if ditas is not None:
         overrides.update(sepas_overrides(ditas, workdir))
     return load_config(base, overrides)
+
+
+def simulator_overrides(simulator: str, url: str) -> dict[str, str]:
+    """Every registered destination the named simulator plays, pointed at it (its plugin says which key)."""
+    return {f"ADAPTER__DESTINATIONS__{plugin.name.upper()}__{plugin.simulator.url_key.upper()}": url
+            for plugin in registry.plugins() if plugin.simulator is not None and plugin.simulator.name == simulator}
 
 
 def sepas_overrides(ditas: SimServer, workdir: Path) -> dict[str, str]:

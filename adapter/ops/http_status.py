@@ -8,7 +8,7 @@
 * ``/status`` -- JSON: ``adapter.ops.status.status_report`` (counts per destination and state,
   oldest pending, circuit, outage, fallback) plus last success and last error per destination,
   and the heartbeats;
-* ``/metrics`` -- Prometheus text (``adapter.ops.metrics``);
+* ``/metrics`` -- Prometheus text (``adapter.pipeline.metrics``);
 * ``/`` -- the same as ``/status``, as a small read-only HTML page for people.
 
 Bound to 127.0.0.1 by default. Bound anywhere else it requires a bearer token
@@ -38,11 +38,12 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from adapter.config import AdapterConfig, ConfigError, read_secret
-from adapter.ops import metrics
+from adapter.pipeline import metrics
 from adapter.redact import redact_text
+from adapter.store.states import FINISHED
 from adapter.store.types import utcnow
 
-FINISHED_OK = ("accepted", "confirmed", "billed", "paid", "deducted")
+FINISHED_OK = tuple(s.value for s in FINISHED)
 DB_TIMEOUT_S = 3.0
 
 

@@ -124,7 +124,7 @@ def row_dict(sub: Submission, event_type: str | None) -> dict[str, Any]:
     return {
         "id": sub.id, "event_id": sub.event_id, "event_type": event_type, "destination": sub.destination,
         "operation": sub.operation, "state": sub.state, "attempts": sub.attempts,
-        "updated_at": sub.updated_at.isoformat() if sub.updated_at else None,
+        "updated_at": sub.updated_at.isoformat(),  # NOT NULL
         "next_attempt_at": sub.next_attempt_at.isoformat() if sub.next_attempt_at else None,
         "last_error_class": sub.last_error_class,
         "last_error": redact_text(sub.last_error) if sub.last_error else None,

@@ -21,13 +21,14 @@ import traceback
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 from adapter.redact import redact_text, redact_tree
 
 _HANDLER_MARK = "_adapter_log_handler"
 
 
-def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return redact_tree(event_dict)
 
 
@@ -66,7 +67,7 @@ def install_redaction() -> None:
             record.msg, record.args, record.exc_info, record.exc_text = "<log record withheld: redaction failed>", (), None, None
         return record
 
-    factory._adapter_redaction = True  # type: ignore[attr-defined]
+    setattr(factory, "_adapter_redaction", True)  # the mark the getattr above looks for
     logging.setLogRecordFactory(factory)
     if not structlog.is_configured():  # structlog's default prints straight to stdout: route it through logging
         structlog.configure(
@@ -77,7 +78,7 @@ def install_redaction() -> None:
         )
 
 
-def _exc_text(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _exc_text(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """A stdlib record's (already masked) traceback into the event dict."""
     record = event_dict.get("_record")
     if record is not None and getattr(record, "exc_text", None) and "exception" not in event_dict:

@@ -4,7 +4,7 @@
 Only **finished** work is touched: submissions in ``accepted``, ``confirmed``, ``billed``,
 ``paid`` or ``deducted`` whose last change is older than the cut-off. Submissions that are
 not finished -- ``pending``, ``sending``, ``retry_wait`` (the adapter still owes them),
-``rejected``, ``invalid``, ``dead``, ``fallback``, ``discrepancy`` (a person still has to look)
+``rejected``, ``invalid``, ``dead``, ``discrepancy`` (a person still has to look)
 -- are never touched, nor is any event that has one of them, nor an invalid event.
 
 Two ages (Mirth's data pruner has the same two: content and metadata):
@@ -27,17 +27,18 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, exists, func, not_, null, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, exists, func, not_, null, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from adapter.config import RetentionConfig
 from adapter.store.models import Attempt, InboxEvent, StateChange, Submission
+from adapter.store.states import FINISHED as FINISHED_STATES
 from adapter.store.states import EventStatus, State
 from adapter.store.types import utcnow
 
-FINISHED = (State.accepted.value, State.confirmed.value, State.billed.value, State.paid.value, State.deducted.value)
+FINISHED = tuple(s.value for s in FINISHED_STATES)
 NEVER_TOUCHED = tuple(s.value for s in State if s.value not in FINISHED)
 PRUNED = {"pruned": True}
 
@@ -99,14 +100,16 @@ def prune(sessions: sessionmaker[Session], retention: RetentionConfig, *, now: d
     event_bodies = select(InboxEvent.event_id).where(_event_done_before(payload_cut), InboxEvent.pruned_at.is_(None))
     old_subs = select(Submission.id).where(_finished_before(audit_cut))
     audit_attempts = select(Attempt.id).where(Attempt.submission_id.in_(old_subs))
-    audit_changes = select(StateChange.id).where(or_(
+    old_changes = or_(
         StateChange.submission_id.in_(old_subs),
         and_(StateChange.submission_id.is_(None),
-             StateChange.event_id.in_(select(InboxEvent.event_id).where(_event_done_before(audit_cut))))))
+             StateChange.event_id.in_(select(InboxEvent.event_id).where(_event_done_before(audit_cut)))))
+    audit_changes = select(StateChange.id).where(old_changes)
 
     if dry_run:
         with sessions() as session:
-            count = lambda q: session.scalar(select(func.count()).select_from(q.subquery())) or 0  # noqa: E731
+            def count(q: Any) -> int:
+                return session.scalar(select(func.count()).select_from(q.subquery())) or 0
             report.submission_payloads = count(payload_subs)
             report.attempt_bodies = count(select(Attempt.id).where(Attempt.submission_id.in_(payload_subs)))
             report.event_bodies = count(event_bodies)
@@ -119,17 +122,18 @@ def prune(sessions: sessionmaker[Session], retention: RetentionConfig, *, now: d
             ids = _ids(session, payload_subs.order_by(Submission.id), batch)
             if not ids:
                 break
-            done = session.execute(
+            # an UPDATE's result is a CursorResult (with rowcount); Session.execute is typed Result
+            done = cast(CursorResult[Any], session.execute(
                 update(Submission).where(Submission.id.in_(ids), _finished_before(payload_cut),
                                          Submission.pruned_at.is_(None))
-                .values(payload=null(), pruned_at=now).execution_options(synchronize_session=False))
+                .values(payload=null(), pruned_at=now).execution_options(synchronize_session=False)))
             report.submission_payloads += done.rowcount
             if done.rowcount == 0:
                 break
-            bodies = session.execute(
+            bodies = cast(CursorResult[Any], session.execute(
                 update(Attempt).where(Attempt.submission_id.in_(
                     select(Submission.id).where(Submission.id.in_(ids), Submission.pruned_at.is_not(None))))
-                .values(request=PRUNED, response=PRUNED).execution_options(synchronize_session=False))
+                .values(request=PRUNED, response=PRUNED).execution_options(synchronize_session=False)))
             report.attempt_bodies += bodies.rowcount
             session.commit()
     marker = json.dumps({"pruned_at": now.isoformat()})
@@ -140,7 +144,7 @@ def prune(sessions: sessionmaker[Session], retention: RetentionConfig, *, now: d
         delete(Attempt).where(Attempt.id.in_(ids), Attempt.submission_id.in_(old_subs))))
     report.state_changes_deleted += _in_batches(sessions, audit_changes.order_by(StateChange.id), batch, stopped,
                                                 lambda ids: delete(StateChange).where(StateChange.id.in_(ids),
-                                                                                      audit_changes.whereclause))
+                                                                                      old_changes))
     return report
 
 
@@ -154,7 +158,8 @@ def _in_batches(sessions: sessionmaker[Session], ids_query: Any, batch: int, sto
             ids = _ids(session, ids_query, batch)
             if not ids:
                 break
-            done = session.execute(statement_for(ids).execution_options(synchronize_session=False))
+            done = cast(CursorResult[Any],  # an UPDATE or DELETE: see above
+                        session.execute(statement_for(ids).execution_options(synchronize_session=False)))
             total += done.rowcount
             session.commit()
             if done.rowcount == 0:

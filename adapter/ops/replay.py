@@ -2,11 +2,13 @@
 to ``pending`` so the dispatcher sends them again, optionally re-mapped from the stored
 source event with the mapping files as they are now.
 
-Every move is a ``transition`` (so an audit row with actor ``replay:<who>`` and the
-operator's reason). Work is done in batches, one transaction per batch; each row is
-claimed with a conditional UPDATE (state still replayable), so two operators replaying
-the same rows at once replay each row once, and a row that moved meanwhile is reported
-as skipped rather than overwritten.
+Every move is a ``transition`` (so checked against the table of allowed moves in
+``adapter.store.states``, and an audit row with actor ``replay:<who>`` and the operator's
+reason): ``rejected``/``invalid``/``dead`` -> ``pending``, or -> ``invalid`` when re-mapping
+fails. Work is done in batches, one transaction per batch; each row is claimed with a
+conditional UPDATE (state still replayable), so two operators replaying the same rows at
+once replay each row once, and a row that moved meanwhile is reported as skipped rather
+than overwritten.
 
 Replay keeps the idempotency key (the destination still recognises a resend) and keeps
 ``ambiguous`` when it is set: a submission whose last try timed out after the request left
@@ -19,9 +21,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, update
+from sqlalchemy import CursorResult, func, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapter.events.parse import EventRejected, parse_event
@@ -164,9 +166,9 @@ class Replayer:
         else:
             # Claim first (takes the write lock on SQLite, the row lock on PostgreSQL): a row
             # that left the replayable states since it was selected is not touched.
-            claimed = session.execute(
+            claimed = cast(CursorResult[Any], session.execute(  # an UPDATE: Session.execute is typed Result
                 update(Submission).where(Submission.id == sid, Submission.state.in_(_REPLAYABLE_VALUES))
-                .values(updated_at=now).execution_options(synchronize_session=False)).rowcount == 1
+                .values(updated_at=now).execution_options(synchronize_session=False))).rowcount == 1
             row = session.get(Submission, sid, populate_existing=True)
         if row is None:
             report.skipped.append(Skipped(sid, None, "no such submission"))

@@ -26,11 +26,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from adapter.config import CircuitConfig
 from adapter.destinations.outcome import OutcomeClass
 from adapter.outage import records
 from adapter.outage.breaker import Breaker, BreakerSettings, CircuitState, Permit, Transition, Verdict
@@ -230,16 +232,16 @@ class OutageControl:
 def pull_forward(session: Session, destination: str, now: dt.datetime) -> int:
     """The destination is back: retries that waited out the outage become due now (the rate
     limit spreads them). Only transient/ambiguous failures; anything else keeps its time."""
-    done = session.execute(
+    done = cast(CursorResult[Any], session.execute(  # an UPDATE: Session.execute is typed Result
         update(Submission).where(Submission.destination == destination, Submission.state == State.retry_wait.value,
                                  Submission.next_attempt_at > now,
                                  Submission.last_error_class.in_([OutcomeClass.transient.value,
                                                                   OutcomeClass.ambiguous.value]))
-        .values(next_attempt_at=now).execution_options(synchronize_session=False))
+        .values(next_attempt_at=now).execution_options(synchronize_session=False)))
     return int(done.rowcount or 0)
 
 
-def settings_from_config(circuit: object) -> BreakerSettings:
-    return BreakerSettings(window=circuit.window, min_calls=circuit.min_calls,  # type: ignore[attr-defined]
-                           failure_rate=circuit.failure_rate, open_s=circuit.open_s,  # type: ignore[attr-defined]
-                           half_open_probes=circuit.half_open_probes)  # type: ignore[attr-defined]
+def settings_from_config(circuit: CircuitConfig) -> BreakerSettings:
+    return BreakerSettings(window=circuit.window, min_calls=circuit.min_calls,
+                           failure_rate=circuit.failure_rate, open_s=circuit.open_s,
+                           half_open_probes=circuit.half_open_probes)

@@ -39,7 +39,7 @@ def current_outage(session: Session, destination: str) -> Outage | None:
     """The open outage new work is filed under: a declared one before an automatic one."""
     rows = open_outages(session, destination)
     manual = [o for o in rows if o.detected == MANUAL]
-    return (manual or rows or [None])[0]
+    return (manual or rows)[0] if rows else None
 
 
 def start_outage(session: Session, destination: str, *, reason: str, actor: str, detected: str,

@@ -43,19 +43,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, Table, and_, bindparam, exists, func, insert, or_, select, text, true, update
+from sqlalchemy import Integer, and_, bindparam, exists, func, insert, or_, select, text, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapter.config import DispatchConfig, RetryConfig
 from adapter.destinations.base import Destination, Job
 from adapter.destinations.outcome import Outcome, OutcomeClass
-from adapter.ops.metrics import observe_attempt
+from adapter.pipeline.metrics import observe_attempt
 from adapter.outage.breaker import Permit
 from adapter.outage.control import OutageControl
 from adapter.outage.records import settle_fallback
-from adapter.pipeline.policy import after_failure
+from adapter.pipeline.policy import Settlement, decide
 from adapter.store.audit import audit_rows, move_unaudited, state_change
-from adapter.store.models import CLAIMABLE_STATES_SQL, Attempt, FallbackRecord, Submission
+from adapter.store.lookups import DestinationStore
+from adapter.store.models import CLAIMABLE_STATES_SQL, Attempt, FallbackRecord, Submission, table_of
 from adapter.store.states import DUE_STATES, OPEN_STATES, State
 from adapter.store.types import utcnow
 
@@ -63,8 +64,8 @@ log = logging.getLogger(__name__)
 ACTOR = "dispatcher"
 _OPEN = [s.value for s in OPEN_STATES]
 _DUE = [s.value for s in DUE_STATES]
-_SUBMISSIONS: Table = Submission.__table__  # type: ignore[assignment]
-_ATTEMPTS: Table = Attempt.__table__  # type: ignore[assignment]
+_SUBMISSIONS = table_of(Submission)
+_ATTEMPTS = table_of(Attempt)
 _NEXT_AT = _SUBMISSIONS.c.next_attempt_at
 _INSERT_ATTEMPT = insert(_ATTEMPTS)
 _FALLBACKS = FallbackRecord.__table__
@@ -153,8 +154,8 @@ def _candidates(session: Session, destinations: list[str] | None, now: dt.dateti
     scope = "all" if destinations is None else ("one" if len(destinations) == 1 else "many")
     postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
     params: dict[str, Any] = {"now": now, "abandoned_before": abandoned_before, "limit": limit}
-    if scope == "one":
-        params["destination"] = destinations[0]  # type: ignore[index]
+    if destinations is not None and scope == "one":
+        params["destination"] = destinations[0]
     elif scope == "many":
         params["destinations"] = destinations
     connection = session.connection()
@@ -435,7 +436,7 @@ class Dispatcher:
         """Prepare, look up first when the last try's outcome is unknown, then send."""
         destination = self._destinations[job.destination]
         with self._sessions() as session:
-            prepared = destination.prepare(session, job)
+            prepared = destination.prepare(DestinationStore(session), job)
         if isinstance(prepared, Outcome):
             return job, prepared
         if prepared.ambiguous:
@@ -509,7 +510,8 @@ class Dispatcher:
                 settle_fallback(session, submission_id, accepted=accepted, result=result, why=why, now=now)
             for item in batch:
                 if item.moved:
-                    self._destinations[item.prepared.destination].on_result(session, item.prepared, item.outcome)
+                    self._destinations[item.prepared.destination].on_result(DestinationStore(session), item.prepared,
+                                                                            item.outcome)
             session.commit()
 
     def _after_record(self, item: _Finished) -> None:
@@ -540,9 +542,11 @@ class Dispatcher:
         claim = self._claims.get(job.submission_id)
         if claim is None:  # claimed by an earlier instance (tests), or the stash was lost: read it
             claim = self._read_claim(session, job.submission_id)
-        to_state, reason, fields, paper = self._decide(job, claim, outcome, now)
-        change = move_unaudited(session, job.submission_id, job.event_id, State.sending.value, to_state, actor=ACTOR,
-                                reason=reason, owner=self._owner, lease_until=None, lease_owner=None, **fields)
+        settled = self._decide(job, claim, outcome, now)
+        fields, paper = settled.fields, settled.paper
+        change = move_unaudited(session, job.submission_id, job.event_id, State.sending.value, settled.to_state,
+                                actor=ACTOR, reason=settled.reason, owner=self._owner, lease_until=None,
+                                lease_owner=None, **fields)
         if change is None:
             return False, self._reclaimed(session, job, outcome, now, attempts)
         changes.append(change)
@@ -569,42 +573,11 @@ class Dispatcher:
                               .where(Submission.id == submission_id)).first()
         return _Claim(row.result, row.first_attempt_at) if row is not None else _Claim(None, None)
 
-    def _decide(self, job: Job, claim: _Claim, outcome: Outcome,
-                now: dt.datetime) -> tuple[State, str, dict[str, Any], tuple[bool, str | None] | None]:
+    def _decide(self, job: Job, claim: _Claim, outcome: Outcome, now: dt.datetime) -> Settlement:
         """The new state, the audit reason, the columns to set, and what becomes of a paper-fallback
-        record (None: untouched; (accepted, why))."""
-        klass = outcome.klass
-        if klass is OutcomeClass.accepted:
-            return State.accepted, outcome.message or "accepted", dict(
-                result={**(claim.result or {}), **outcome.result}, ambiguous=False, last_error=None,
-                last_error_class=None, next_attempt_at=None), (True, None)
-        if klass in (OutcomeClass.rejected, OutcomeClass.invalid):
-            state = State.rejected if klass is OutcomeClass.rejected else State.invalid
-            return state, outcome.message, dict(
-                last_error=outcome.message, last_error_class=klass.value,
-                result={**(claim.result or {}), **outcome.result}, next_attempt_at=None), \
-                (False, f"{state.value}: {outcome.message}")
-        if klass is OutcomeClass.waiting:  # waiting for a predecessor is not an attempt at the destination
-            return State.retry_wait, outcome.message, dict(
-                attempts=job.attempts - 1, last_error=outcome.message, last_error_class=klass.value,
-                next_attempt_at=now + dt.timedelta(seconds=self._config.wait_delay_s)), None
-        return self._retry_or_dead(job, claim, outcome, now)
-
-    def _retry_or_dead(self, job: Job, claim: _Claim, outcome: Outcome,
-                       now: dt.datetime) -> tuple[State, str, dict[str, Any], tuple[bool, str | None] | None]:
-        policy = self._retry[job.destination]
-        decision = after_failure(policy, job.attempts, claim.first_attempt_at or now, now, outcome.retry_after_s)
-        ambiguous = job.ambiguous or outcome.klass is OutcomeClass.ambiguous
-        message = f"{outcome.klass.value}: {outcome.message}"
-        failed = dict(last_error=message, last_error_class=outcome.klass.value, ambiguous=ambiguous)
-        if decision.dead:
-            return State.dead, f"{message}; {decision.why}", dict(failed, next_attempt_at=None), \
-                (False, f"dead: {message}; {decision.why}")
-        next_at, why = decision.next_attempt_at, decision.why
-        if outcome.klass is OutcomeClass.ambiguous and next_at is not None and next_at < now + self._grace:
-            # the insurer may still be applying the unanswered request: look it up only after the grace
-            next_at, why = now + self._grace, f"look up in {self._config.ambiguous_grace_s:.0f}s (no answer came)"
-        return State.retry_wait, f"{message}; {why}", dict(failed, next_attempt_at=next_at), None
+        record: ``adapter.pipeline.policy.decide`` with this dispatcher's settings."""
+        return decide(job, claim.result, claim.first_attempt_at, outcome, now, self._retry[job.destination],
+                      self._config.wait_delay_s, self._config.ambiguous_grace_s)
 
 
 def _with_fallback(session: Session, submission_ids: list[int]) -> list[int]:

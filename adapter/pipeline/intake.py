@@ -295,7 +295,8 @@ class Intake:
 
 def _write_rows(session: Session, events: list[tuple[dict[str, Any], list[dict[str, Any]], str | None]]) -> None:
     """Inbox rows, their submissions (each gets its ``id``) and the audit rows -- the event's
-    status, then each submission's first state -- in a few multi-row statements.
+    status, then each submission's first state (``state_change`` checks it against the table of
+    allowed moves: new -> pending or invalid) -- in a few multi-row statements.
     ``events``: (inbox row, submission rows, reason) each."""
     _insert_rows(session, _INBOX, [row for row, _, _ in events])
     _insert_rows(session, _SUBMISSIONS, [s for _, submissions, _ in events for s in submissions], returning_ids=True)
@@ -337,9 +338,3 @@ def _storable(text: str) -> str:
 
 def _parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
-
-
-def stored_event(session: Session, event_id: str) -> dict[str, Any] | None:
-    """The stored event as a dict (for re-mapping and for destinations that need more than the payload)."""
-    row = session.scalar(select(InboxEvent).where(InboxEvent.event_id == event_id))
-    return json.loads(row.body) if row is not None and row.status != EventStatus.invalid.value else None

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from kombu import Connection, Consumer
 from kombu.message import Message
@@ -35,9 +36,13 @@ from kombu.message import Message
 from adapter.app import App
 from adapter.broker.connection import close_after_failure, connect, declare, event_queue, is_embedded, queue_depth
 from adapter.broker.link import BrokerLink
-from adapter.ops import metrics
+from adapter.pipeline import metrics
 from adapter.outage.replies import ReplyOutbox
 from adapter.pipeline.intake import IntakeResult, Received
+
+if TYPE_CHECKING:  # imported where used, only when that part is switched on
+    from adapter.ops.alerts.service import AlertService
+    from adapter.ops.http_status import StatusService
 
 log = logging.getLogger(__name__)
 POISON_AFTER = 3  # failures of one message body before it is quarantined as an invalid event
@@ -51,7 +56,7 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
-def _digest(body: bytes) -> str:
+def _digest(body: bytes | str) -> str:
     return hashlib.sha256(body if isinstance(body, bytes) else str(body).encode()).hexdigest()
 
 
@@ -116,7 +121,7 @@ class Runner:
         self._consuming = False  # the current broker session got as far as consuming
         self._link = BrokerLink()
         self.liveness = Liveness()
-        self.status_server: object | None = None  # the status service while run() runs (None when off)
+        self.status_server: StatusService | None = None  # the status service while run() runs (None when off)
         self._depth_checked = 0.0
         self._pending: list[Message] = []  # delivered, not yet stored (the consumer thread's)
 
@@ -151,7 +156,7 @@ class Runner:
         return self.stats
 
     # -- operations: status service, scheduled prune -----------------------------------------
-    def _start_status(self) -> object | None:
+    def _start_status(self) -> StatusService | None:
         """The status service; a port already in use is logged, never a reason to stop delivering."""
         if not self._app.config.status.enabled:
             return None
@@ -169,7 +174,7 @@ class Runner:
 
     def _stop_status(self) -> None:
         if self.status_server is not None:
-            self.status_server.stop()  # type: ignore[attr-defined]
+            self.status_server.stop()
             self.status_server = None
 
     def _start_pruner(self) -> threading.Thread | None:
@@ -208,17 +213,17 @@ class Runner:
         thread.start()
         return thread
 
-    def _alert_every(self, service: object, every: float) -> None:
+    def _alert_every(self, service: AlertService, every: float) -> None:
         try:
             while True:
                 try:
-                    service.evaluate_once()  # type: ignore[attr-defined]  # channel failures are logged inside
+                    service.evaluate_once()  # channel failures are logged inside
                 except Exception:  # the store did not answer: next time
                     log.exception("alert evaluation failed; retrying in %.0f s", every)
                 if self._stop.wait(every):
                     return
         finally:
-            service.close()  # type: ignore[attr-defined]
+            service.close()
 
     def _publish_replies(self, due: bool = False, final: bool = False) -> None:
         if final:
@@ -286,7 +291,8 @@ class Runner:
     def _consume_on(self, connection: Connection) -> None:
         broker = self._app.config.broker
         if is_embedded(broker.url):  # look for new messages every 10 ms, not kombu's 100 ms: latency
-            connection.transport_options["polling_interval"] = EMBEDDED_POLL_S
+            options = cast(dict[str, Any], connection.transport_options)  # a dict once made; kombu types it None
+            options["polling_interval"] = EMBEDDED_POLL_S
         connection.ensure_connection(max_retries=0)  # one attempt: BrokerLink paces the retries
         declare(connection, broker)
         channel = connection.channel()
@@ -367,11 +373,11 @@ class Runner:
         self.stats.received += 1
         self._pending.append(message)
 
-    def _drain_ready(self, connection: object, most: int) -> None:
+    def _drain_ready(self, connection: Connection, most: int) -> None:
         """Take the deliveries that are already there (no waiting), up to ``most`` in hand."""
         while len(self._pending) < most:
             try:
-                connection.drain_events(timeout=0)  # type: ignore[attr-defined]
+                connection.drain_events(timeout=0)
             except socket.timeout:
                 return
 

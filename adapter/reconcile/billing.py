@@ -19,27 +19,29 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapter.reconcile.common import BILLING_STATES, DESTINATION, Interval, accepted_in, chunks, move, upsert
+from adapter.destinations.tamin.client import DESTINATION
+from adapter.reconcile.common import Interval, accepted_in, chunks, move, upsert
 from adapter.reconcile.insurer import TaminStatusClient
 from adapter.reconcile.models import BillingDeduction, BillingStatus
 from adapter.store.models import Submission
+from adapter.store.states import BILLABLE, BILLING_STATES
 
 ACTOR = "airflow:billing_status"
-CLAIM_STATES = ("confirmed", *BILLING_STATES)
-"""Submission states whose claim is asked about (reconciled and found at the insurer)."""
+CLAIM_STATES = BILLABLE
+"""Submission states whose claim is asked about (reconciled and found at the insurer): ``states.BILLABLE``."""
 
 
 def plan(sessions: sessionmaker[Session], interval: Interval, lookback_days: int = 30,
          batch_size: int = 100) -> list[list[int]]:
     since = interval.start - dt.timedelta(days=max(0, lookback_days))
     with sessions() as session:
-        ids = [s.id for s in accepted_in(session, interval, operations=("create",), since=since)
-               if s.state in CLAIM_STATES]
+        accepted = accepted_in(session, interval, operations=("create",), destination=DESTINATION, since=since)
+        ids = [s.id for s in accepted if s.state in CLAIM_STATES]
     return chunks(ids, batch_size)
 
 
@@ -119,7 +121,7 @@ def _store_deductions(session: Session, head_id: str, deductions: list[dict[str,
     gone = delete(BillingDeduction).where(BillingDeduction.destination == DESTINATION,
                                           BillingDeduction.head_id == head_id,
                                           BillingDeduction.deduction_ref.not_in(refs))
-    changed += session.execute(gone).rowcount or 0
+    changed += cast(CursorResult[Any], session.execute(gone)).rowcount or 0  # a DELETE: execute is typed Result
     return changed
 
 

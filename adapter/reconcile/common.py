@@ -16,14 +16,9 @@ from adapter.store.audit import transition
 from adapter.store.db import make_engine, make_sessionmaker
 from adapter.store.models import StateChange, Submission
 from adapter.store.states import State
-from adapter.store.types import utcnow
 
-DESTINATION = "tamin"
 PRESCRIPTION_OPERATIONS = ("create", "update", "cancel")
 """Operations that change what the insurer holds; eligibility is a read and is not reconciled."""
-ACCEPTED_FAMILY = ("accepted", "confirmed", "discrepancy", "billed", "paid", "deducted")
-"""States of a submission the insurer accepted (and what reconciliation/billing made of it)."""
-BILLING_STATES = ("billed", "paid", "deducted")
 
 
 @dataclass(frozen=True)
@@ -59,7 +54,7 @@ def store(db_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 def accepted_in(session: Session, interval: Interval, *, operations: Iterable[str] = PRESCRIPTION_OPERATIONS,
-                destination: str = DESTINATION, since: dt.datetime | None = None) -> list[Submission]:
+                destination: str, since: dt.datetime | None = None) -> list[Submission]:
     """Submissions first accepted by the insurer inside the interval (by the audit trail,
     which never changes afterwards, so the partition is stable whatever happened since)."""
     first = (select(StateChange.submission_id, func.min(StateChange.at).label("at"))
@@ -72,19 +67,13 @@ def accepted_in(session: Session, interval: Interval, *, operations: Iterable[st
     return list(session.scalars(query))
 
 
-def move(session: Session, submission: Submission, to_state: str, *, actor: str, reason: str) -> bool:
-    """Change a submission's state with its audit row; False when it is already there."""
-    if submission.state == to_state:
+def move(session: Session, submission: Submission, to_state: State | str, *, actor: str, reason: str) -> bool:
+    """Change a submission's state with its audit row (``audit.transition``, so checked against
+    the table: ``IllegalTransition`` when not allowed); False when it is already there."""
+    target = State(to_state)
+    if submission.state == target.value:
         return False
-    if to_state in State._value2member_map_:
-        transition(session, submission, State(to_state), actor=actor, reason=reason)
-        return True
-    # billed/paid/deducted are not (yet) members of adapter.store.states.State: same audit row by hand
-    previous = submission.state
-    submission.state = to_state
-    submission.updated_at = utcnow()
-    session.add(StateChange(event_id=submission.event_id, submission_id=submission.id, from_state=previous,
-                            to_state=to_state, actor=actor, reason=reason))
+    transition(session, submission, target, actor=actor, reason=reason)
     return True
 
 

@@ -39,12 +39,13 @@ from sqlalchemy import func, or_, and_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapter.outage import records as fb
-from adapter.reconcile.common import ACCEPTED_FAMILY, Interval, upsert
+from adapter.reconcile.common import Interval, upsert
 from adapter.reconcile.models import FallbackReview
 from adapter.store.models import FallbackRecord, StateChange, Submission
+from adapter.store.states import ACCEPTED_FAMILY, NEEDS_PERSON
 
 ACTOR = "airflow:fallback_reconciliation"
-FAILED = ("rejected", "invalid", "dead")
+FAILED = tuple(s.value for s in NEEDS_PERSON)
 CLAIM_VERDICTS = ("paper_claim", "flagged")
 CSV_COLUMNS = ("fallback_no", "destination", "facility_siam_id", "prescription_id", "outage_id", "created_at",
                "verdict", "submission_state", "flagged_at", "detail")

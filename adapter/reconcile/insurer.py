@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from adapter.destinations.auth import ClientCredentialsProvider, TokenCache, TokenError
-from adapter.destinations.classify import TRANSIENT_STATUS, retry_after_seconds
+from adapter.destinations.auth import ClientCredentialsProvider, TokenCache
+from adapter.destinations.http import Endpoint, Exchange, Exchanged, Request
 from adapter.destinations.outcome import OutcomeClass
 
 PRINCIPAL = "facility"
@@ -53,14 +53,18 @@ class TaminEndpoint:
 
 
 class TaminStatusClient:
+    """Tamin's lookup and claim-status reads on the one exchange (``adapter.destinations.http``)."""
+
     def __init__(self, endpoint: TaminEndpoint, http: httpx.Client | None = None):
         self._endpoint = endpoint
-        self._http = http or httpx.Client(timeout=httpx.Timeout(endpoint.timeout_s, connect=min(endpoint.timeout_s, 10)))
+        self._http = http or httpx.Client()
         self._owns_http = http is None
-        base = endpoint.base_url.rstrip("/")
-        provider = ClientCredentialsProvider(self._http, base + endpoint.token_path, endpoint.client_id,
-                                             endpoint.client_secret)
-        self._tokens = TokenCache(provider, leeway_s=60)
+        provider = ClientCredentialsProvider(self._http, endpoint.base_url.rstrip("/") + endpoint.token_path,
+                                             endpoint.client_id, endpoint.client_secret)
+        self._exchange = Exchange(self._http, Endpoint(endpoint.base_url, min(endpoint.timeout_s, 10),
+                                                       endpoint.timeout_s, "Bearer",
+                                                       auth_hint="check client id/secret and rights"),
+                                  TokenCache(provider, leeway_s=60))
         self.calls = 0
 
     def close(self) -> None:
@@ -90,49 +94,23 @@ class TaminStatusClient:
         claim = data.get("claim")
         return claim if isinstance(claim, dict) else None
 
-    # ----- one exchange -------------------------------------------------------------------
     def _get(self, path: str, query: dict[str, str]) -> dict[str, Any]:
-        url = self._endpoint.base_url.rstrip("/") + path
-        for try_number in (1, 2):
-            try:
-                token = self._tokens.token(PRINCIPAL)
-            except TokenError as exc:
-                if exc.klass is OutcomeClass.transient:
-                    raise InsurerTransient(f"token: {exc}") from None
-                raise InsurerPermanent(f"token: {exc} -- check the tamin connection's login/password") from None
-            self.calls += 1
-            try:
-                answer = self._http.get(url, params=query, headers={"Authorization": f"Bearer {token}",
-                                                                    "Accept": "application/json"})
-            except httpx.HTTPError as exc:
-                raise InsurerTransient(f"{path}: {type(exc).__name__}") from None
-            if answer.status_code == 401:
-                self._tokens.invalidate(PRINCIPAL, token)
-                if try_number == 1:
-                    continue
-                raise InsurerPermanent(f"{path}: HTTP 401 even with a fresh token: check client id/secret and rights")
-            return _read(path, answer)
-        raise AssertionError("unreachable")
+        self.calls += 1
+        parsed = answer_or_raise(self._exchange.send(Request("GET", path, path, query=query, principal=PRINCIPAL)),
+                                 path, "check the tamin connection's login/password")
+        data = parsed.get("data") if isinstance(parsed, dict) else None
+        if not isinstance(data, dict):
+            raise InsurerPermanent(f"{path}: answer without a data object")
+        return data
 
 
-def read_json(path: str, answer: httpx.Response) -> Any:
-    """An insurer's answer as JSON, or the retry class its status or body calls for."""
-    status = answer.status_code
-    if status in TRANSIENT_STATUS or status >= 500:
-        raise InsurerTransient(f"{path}: HTTP {status}", retry_after_seconds(answer.headers.get("Retry-After")))
-    if status >= 400:
-        raise InsurerPermanent(f"{path}: HTTP {status}")
-    if "json" not in answer.headers.get("content-type", ""):
-        raise InsurerTransient(f"{path}: HTTP {status} without JSON (a gateway page?)")
-    try:
-        return answer.json()
-    except ValueError:
-        raise InsurerTransient(f"{path}: unreadable JSON") from None
-
-
-def _read(path: str, answer: httpx.Response) -> dict[str, Any]:
-    parsed = read_json(path, answer)
-    data = parsed.get("data") if isinstance(parsed, dict) else None
-    if not isinstance(data, dict):
-        raise InsurerPermanent(f"{path}: answer without a data object")
-    return data
+def answer_or_raise(exchanged: Exchanged, path: str, credentials_hint: str) -> Any:
+    """The answer's JSON of a read, or the retry class its outcome calls for."""
+    outcome = exchanged.outcome
+    if outcome.klass is OutcomeClass.accepted:
+        return exchanged.parsed
+    if outcome.klass in (OutcomeClass.transient, OutcomeClass.ambiguous, OutcomeClass.waiting):
+        raise InsurerTransient(f"{path}: {outcome.message}", outcome.retry_after_s)
+    if outcome.klass is OutcomeClass.auth and exchanged.status is None:  # no token could be had
+        raise InsurerPermanent(f"token: {outcome.message} -- {credentials_hint}")
+    raise InsurerPermanent(f"{path}: {outcome.message}")

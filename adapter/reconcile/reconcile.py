@@ -27,20 +27,21 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapter.reconcile.common import (ACCEPTED_FAMILY, DESTINATION, Interval, accepted_in, move, upsert)
+from adapter.destinations.tamin.client import DESTINATION
+from adapter.reconcile.common import Interval, accepted_in, move, upsert
 from adapter.reconcile.insurer import TaminStatusClient
 from adapter.reconcile.models import ReconciliationResult
 from adapter.store.models import Submission
+from adapter.store.states import ACCEPTED_FAMILY, RECONCILABLE
 
 ACTOR = "airflow:reconcile_submissions"
-MOVABLE = ("accepted", "confirmed", "discrepancy")
 
 
 def plan(sessions: sessionmaker[Session], interval: Interval, batch_size: int = 100) -> list[list[int]]:
     """Submission ids accepted in the interval, in batches that keep a subject together."""
     with sessions() as session:
         by_subject: dict[str, list[int]] = defaultdict(list)
-        for sub in accepted_in(session, interval):
+        for sub in accepted_in(session, interval, destination=DESTINATION):
             by_subject[sub.subject_key or f"submission:{sub.id}"].append(sub.id)
     batches: list[list[int]] = []
     current: list[int] = []
@@ -182,8 +183,8 @@ def _write(sessions: sessionmaker[Session], submission_ids: list[int], views: di
                       "kind": verdict.kind, "difference": verdict.difference}
             key = {"destination": DESTINATION, "item_key": f"sub:{sub.id}"}
             counts["row_" + upsert(session, ReconciliationResult, key, values, stamp)] += 1
-            if sub.state in MOVABLE and move(session, sub, verdict.verdict, actor=ACTOR,
-                                             reason=f"reconciliation {interval.run_id}: {verdict.kind}"):
+            if sub.state in RECONCILABLE and move(session, sub, verdict.verdict, actor=ACTOR,
+                                                  reason=f"reconciliation {interval.run_id}: {verdict.kind}"):
                 counts["state_moves"] += 1
         for (_, doc_id, presc_date), heads in sorted(day_heads.items()):
             for head in heads:

@@ -67,7 +67,7 @@ def collect(sessions: sessionmaker[Session], interval: Interval) -> list[dict[st
             .where(BillingStatus.interval_start == interval.start)
             .group_by(BillingStatus.destination, BillingStatus.state)
             .order_by(BillingStatus.destination, BillingStatus.state)).all()
-        rows += [_row("billing", dest, state, n, amount=int(paid), detail=f"deducted={int(ded)}")
+        rows += [_row("billing", dest, state, n, amount=int(paid or 0), detail=f"deducted={int(ded or 0)}")
                  for dest, state, n, paid, ded in billing]
         rows += _outages(session, interval)
         fallbacks = session.execute(

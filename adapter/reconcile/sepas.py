@@ -28,18 +28,18 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapter.destinations.auth import TokenCache, TokenError
-from adapter.destinations.outcome import OutcomeClass
-from adapter.destinations.sepas.client import PasswordGrantProvider
+from adapter.destinations.auth import PasswordGrantProvider, TokenCache
+from adapter.destinations.http import Endpoint, Exchange, Request
+from adapter.destinations.sepas.client import lookup_body
 from adapter.destinations.sepas.messages import MessageProblem, spec_for
 from adapter.reconcile.common import Interval, accepted_in, chunks, move, upsert
-from adapter.reconcile.insurer import InsurerPermanent, InsurerTransient, read_json
+from adapter.reconcile.insurer import InsurerPermanent, answer_or_raise
 from adapter.reconcile.models import ReconciliationResult
 from adapter.store.models import Submission
+from adapter.store.states import RECONCILABLE
 
 DESTINATION = "sepas"
 ACTOR = "airflow:reconcile_submissions"
-MOVABLE = ("accepted", "confirmed", "discrepancy")
 OPERATIONS = ("create", "update")
 PRINCIPAL = "ditas"
 
@@ -61,14 +61,19 @@ class DitasEndpoint:
 
 
 class DitasLookupClient:
+    """The DITAS reconciliation lookup on the one exchange (``adapter.destinations.http``)."""
+
     def __init__(self, endpoint: DitasEndpoint, http: httpx.Client | None = None):
         self._endpoint = endpoint
-        self._http = http or httpx.Client(timeout=httpx.Timeout(endpoint.timeout_s, connect=min(endpoint.timeout_s, 10)))
+        self._http = http or httpx.Client()
         self._owns_http = http is None
         provider = PasswordGrantProvider(self._http, endpoint.base_url.rstrip("/") + endpoint.token_path,
                                          endpoint.client_id, endpoint.client_secret, endpoint.username,
                                          endpoint.password)
-        self._tokens = TokenCache(provider, leeway_s=10)
+        self._exchange = Exchange(self._http, Endpoint(endpoint.base_url, min(endpoint.timeout_s, 10),
+                                                       endpoint.timeout_s, "bearer",
+                                                       auth_hint="check the DITAS user and client"),
+                                  TokenCache(provider, leeway_s=10))
         self.calls = 0
 
     def close(self) -> None:
@@ -84,33 +89,16 @@ class DitasLookupClient:
     def lookup(self, content_type: str, document_hash: str, location_id: str) -> dict[str, Any] | None:
         """The record's ResultVO, or ``None`` when SEPAS holds no record with this document hash."""
         path = self._endpoint.lookup_path
-        body = {"SystemID": self._endpoint.system_id, "LocationID": location_id, "ContentType": content_type,
-                "DocumentHash": document_hash}
-        for try_number in (1, 2):
-            try:
-                token = self._tokens.token(PRINCIPAL)
-            except TokenError as exc:
-                if exc.klass is OutcomeClass.transient:
-                    raise InsurerTransient(f"DITAS token: {exc}") from None
-                raise InsurerPermanent(f"DITAS token: {exc} -- check the ditas connection") from None
-            self.calls += 1
-            try:
-                answer = self._http.post(self._endpoint.base_url.rstrip("/") + path, json=body, headers={
-                    "Authorization": f"bearer {token}", "Accept": "application/json", "pid": self._endpoint.pid})
-            except httpx.HTTPError as exc:
-                raise InsurerTransient(f"{path}: {type(exc).__name__}") from None
-            if answer.status_code == 401:
-                self._tokens.invalidate(PRINCIPAL, token)
-                if try_number == 1:
-                    continue
-                raise InsurerPermanent(f"{path}: HTTP 401 even with a fresh token: check the DITAS user and client")
-            parsed = read_json(path, answer)
-            result = parsed.get("result") if isinstance(parsed, dict) else None
-            if not isinstance(result, dict):
-                raise InsurerPermanent(f"{path}: answer without a result object")
-            data = result.get("data")
-            return data if isinstance(data, dict) and data.get("CompositionUID") else None
-        raise AssertionError("unreachable")
+        body = lookup_body(self._endpoint.system_id, content_type, document_hash, location_id)
+        self.calls += 1
+        parsed = answer_or_raise(self._exchange.send(Request("POST", path, path, json=body, principal=PRINCIPAL,
+                                                             headers={"pid": self._endpoint.pid}, applies=False)),
+                                 path, "check the ditas connection")
+        result = parsed.get("result") if isinstance(parsed, dict) else None
+        if not isinstance(result, dict):
+            raise InsurerPermanent(f"{path}: answer without a result object")
+        data = result.get("data")
+        return data if isinstance(data, dict) and data.get("CompositionUID") else None
 
 
 def plan(sessions: sessionmaker[Session], interval: Interval, batch_size: int = 100) -> list[list[int]]:
@@ -162,7 +150,7 @@ def reconcile_batch(sessions: sessionmaker[Session], client: DitasLookupClient, 
                       "verdict": verdict, "kind": kind, "difference": difference}
             key = {"destination": DESTINATION, "item_key": f"sub:{sub.id}"}
             counts["row_" + upsert(session, ReconciliationResult, key, values, stamp)] += 1
-            if sub.state in MOVABLE and move(session, sub, verdict, actor=ACTOR,
-                                             reason=f"SEPAS reconciliation {interval.run_id}: {kind}"):
+            if sub.state in RECONCILABLE and move(session, sub, verdict, actor=ACTOR,
+                                                  reason=f"SEPAS reconciliation {interval.run_id}: {kind}"):
                 counts["state_moves"] += 1
     return dict(counts)

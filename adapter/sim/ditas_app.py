@@ -99,11 +99,11 @@ async def _token(request: Request, registry: DitasRegistry) -> Response:
         issued = registry.grant("password")
     elif form.get("grant_type") == "refresh_token":
         issued = registry.grant("refresh", form.get("refresh_token"))
-        if issued is None:
-            return JSONResponse({"error": "invalid_grant", "error_description": "unknown refresh token"}, status_code=400)
     else:
         return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-    token, ttl, refresh = issued  # type: ignore[misc]
+    if issued is None:  # only a refresh grant is refused here
+        return JSONResponse({"error": "invalid_grant", "error_description": "unknown refresh token"}, status_code=400)
+    token, ttl, refresh = issued
     return JSONResponse({"access_token": token, "token_type": "bearer", "expires_in": int(ttl), "refresh_token": refresh})
 
 

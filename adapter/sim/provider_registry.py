@@ -255,8 +255,8 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def _provider_id(body: dict[str, Any], family: str) -> str:
-    info = body.get("userInformation") if isinstance(body.get("userInformation"), dict) else {}
-    value = info.get("phaId" if family == "pharmacy" else "parID")
+    info = body.get("userInformation")
+    value = (info if isinstance(info, dict) else {}).get("phaId" if family == "pharmacy" else "parID")
     if value in (None, ""):
         raise ProviderRefusal(MSG_NO_PROVIDER)
     return str(value)

@@ -56,7 +56,7 @@ class SimServer:
             log_level=self._log_level,
             access_log=False,
             lifespan="off",
-            timeout_graceful_shutdown=self._graceful_shutdown_s,
+            timeout_graceful_shutdown=self._graceful_shutdown_s,  # type: ignore[arg-type]  # typed int; a wait_for timeout
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -5,9 +5,9 @@ circuit state per destination, and the paper-fallback records issued during outa
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from adapter.store.at_rest import EncryptedJSON, EncryptedText
@@ -233,3 +233,9 @@ class RateBucket(Base):
     destination: Mapped[str] = mapped_column(String(32), primary_key=True)
     tokens: Mapped[float]
     refilled_at: Mapped[dt.datetime]
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Core table, for the hot paths that skip the ORM (SQLAlchemy types ``__table__``
+    as the wider ``FromClause``; a declarative model's is always a ``Table``)."""
+    return cast(Table, model.__table__)

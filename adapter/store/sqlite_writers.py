@@ -85,8 +85,8 @@ def serialise_writers(engine: Engine, database: str, timeout_s: float = 30.0) ->
         finally:
             writers.give_back(_raw(dbapi_connection))
 
-    dialect.do_commit = do_commit  # type: ignore[method-assign]
-    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+    dialect.do_commit = do_commit  # type: ignore[method-assign]  # wrapped on this engine's dialect only
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]  # wrapped on this engine's dialect only
 
     @event.listens_for(engine, "close")
     def _closed(dbapi_connection: Any, _record: Any) -> None:

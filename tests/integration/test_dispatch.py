@@ -27,9 +27,12 @@ from adapter.samples.generate import SampleSet, generate
 from adapter.sim.server import SimServer
 from adapter.sim.settings import TaminSimSettings
 from adapter.sim.tamin_app import create_tamin_app
+from adapter.store.lookups import DestinationStore
 from adapter.store.models import Attempt, InboxEvent, StateChange, Submission
 from adapter.store.states import OPEN_STATES
 from adapter.store.types import utcnow
+from adapter.destinations.http import Exchange
+from adapter.destinations.tamin.client import endpoint as tamin_endpoint
 from tests.support.pipeline import RecordingApp, adapter_config, drain, events_by_id, good_lines
 
 _OPEN = {s.value for s in OPEN_STATES}
@@ -319,9 +322,9 @@ def _claim_create_as_a_dying_dispatcher(app: App, sim: RecordingApp, sample: Sam
         config = app.config.destinations.tamin
         provider = ClientCredentialsProvider(app.http, config.base_url + config.auth.token_path,
                                              config.auth.client_id, config.auth.client_secret or "")
-        destination = TaminDestination(TaminClient(config, app.http, TokenCache(provider)))
+        destination = TaminDestination(TaminClient(config, Exchange(app.http, tamin_endpoint(config), TokenCache(provider))))
         with app.sessions() as session:
-            prepared = destination.prepare(session, job)
+            prepared = destination.prepare(DestinationStore(session), job)
         assert destination.send(prepared).klass.value == "accepted"  # the answer dies with the process
     with app.sessions() as session:
         row = session.get(Submission, job.submission_id)

@@ -213,10 +213,10 @@ class _FailsToRecord:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
 
-    def on_result(self, session: Any, job: Any, outcome: Any) -> None:
+    def on_result(self, store: Any, job: Any, outcome: Any) -> None:
         if job.submission_id == self._bad:
             raise RuntimeError("recording this one fails")
-        self._real.on_result(session, job, outcome)
+        self._real.on_result(store, job, outcome)
 
 
 @pytest.mark.parametrize("mode", ["run_once", "pump"])

@@ -8,7 +8,9 @@ from pathlib import Path
 import httpx
 
 from adapter.destinations.auth import TokenCache
-from adapter.destinations.sepas.client import DitasClient, PasswordGrantProvider
+from adapter.destinations.auth import PasswordGrantProvider
+from adapter.destinations.http import Exchange
+from adapter.destinations.sepas.client import DitasClient, endpoint
 from adapter.destinations.sepas.config import SepasConfig
 from adapter.destinations.sepas.crypto import generate_keypair
 from adapter.destinations.sepas.destination import SepasDestination
@@ -42,6 +44,6 @@ def make_destination(tmp_path: Path, base_url: str = "http://ditas.invalid", pub
     provider = PasswordGrantProvider(http, base_url + config.auth.token_path, config.auth.client_id,
                                      config.auth.client_secret or "", config.auth.username, config.auth.password or "")
     cache = TokenCache(provider, config.auth.refresh_leeway_s)
-    client = DitasClient(config, http, cache)
+    client = DitasClient(config, Exchange(http, endpoint(config), cache))
     destination = SepasDestination(client, config, load_terminology(Path(config.terminology_dir)), today=lambda: today)
     return destination, {"config": config, "http": http, "cache": cache, "provider": provider, "client": client}

@@ -13,7 +13,7 @@ import structlog
 
 from adapter.config import read_secret
 from adapter.ops.logs import configure, install_redaction
-from adapter.ops.metrics import observe_attempt
+from adapter.pipeline.metrics import observe_attempt
 
 CODE = "0012345679"  # a valid-looking national code
 MOBILE = "09123456789"

@@ -98,6 +98,7 @@ def test_patient_uid_of_a_visit_survives_losing_the_insert_race(tmp_path: Path, 
     """Two messages of one visit settle at once: the one whose insert collides updates the row instead."""
     from adapter.destinations.outcome import Outcome
     from adapter.store.db import make_engine, make_sessionmaker, upgrade
+    from adapter.store.lookups import DestinationStore
     from adapter.store.models import Visit
 
     upgrade(sqlite_url)
@@ -117,7 +118,8 @@ def test_patient_uid_of_a_visit_survives_losing_the_insert_race(tmp_path: Path, 
             return None if len(calls) == 1 else real_get(*args, **kwargs)  # the row appeared after our read
 
         session.get = first_get_misses  # type: ignore[method-assign]
-        destination.on_result(session, job, Outcome(OutcomeClass.accepted, result={"patient_uid": "P-1"}))
+        destination.on_result(DestinationStore(session), job, Outcome(OutcomeClass.accepted,
+                                                                      result={"patient_uid": "P-1"}))
         session.commit()
     with sessions() as session:
         row = session.get(Visit, ("10012345", "V-1", "sepas"))

@@ -23,7 +23,8 @@ from adapter.destinations.tamin import answers as tamin_answers
 from adapter.destinations.auth import ClientCredentialsProvider, TokenCache
 from adapter.destinations.classify import class_of_status, retry_after_seconds
 from adapter.destinations.outcome import OutcomeClass
-from adapter.destinations.tamin.client import TaminCall, TaminClient
+from adapter.destinations.http import Exchange
+from adapter.destinations.tamin.client import TaminCall, TaminClient, endpoint
 from adapter.events.parse import parse_event
 from adapter.mapping import load_mappings
 from adapter.samples.generate import generate
@@ -214,7 +215,7 @@ def client(sim: SimServer, registry: Any) -> Iterator[TaminClient]:
     with httpx.Client(timeout=httpx.Timeout(5.0)) as http:
         provider = ClientCredentialsProvider(http, sim.base_url + config.auth.token_path, "adapter-test",
                                              "adapter-test-secret")
-        yield TaminClient(config, http, TokenCache(provider, leeway_s=60))
+        yield TaminClient(config, Exchange(http, endpoint(config), TokenCache(provider, leeway_s=60)))
 
 
 def creates_at_sim(registry: Any) -> int:
@@ -298,19 +299,7 @@ def test_401_even_with_a_fresh_token_is_auth(client: TaminClient, registry: Any,
     assert stats["prescriptions"] == 0
 
 
-def test_503_is_transient_with_retry_after(client: TaminClient, registry: Any, sample_events, mappings) -> None:
-    registry.update_settings({"fail_next": 1, "fail_status": 503, "retry_after_s": 7})
-    outcome = client.call(create_call(mappings, creates(sample_events)[0]))
-    assert outcome.klass is OutcomeClass.transient
-    assert outcome.retry_after_s == 7.0
-    assert outcome.response["status"] == 503
-    assert registry.stats()["prescriptions"] == 0
-
-
-def test_gateway_html_page_is_transient(client: TaminClient, registry: Any, sample_events, mappings) -> None:
-    registry.update_settings({"fail_next": 1, "fail_status": 502, "fail_body": "html"})
-    outcome = client.call(create_call(mappings, creates(sample_events)[0]))
-    assert outcome.klass is OutcomeClass.transient
+# Status classes, Retry-After and gateway pages: once, for every client, in test_http_exchange.py.
 
 
 def test_unreadable_200_answer_to_a_post_is_ambiguous_not_a_blind_retry(
@@ -425,6 +414,6 @@ def test_connection_refused_is_transient(sim: SimServer, registry: Any, sample_e
     with httpx.Client(timeout=2.0) as http:
         provider = ClientCredentialsProvider(http, sim.base_url + "/auth/server/token", "adapter-test",
                                              "adapter-test-secret")
-        outcome = TaminClient(config, http, TokenCache(provider)).call(create_call(mappings, creates(sample_events)[0]))
+        outcome = TaminClient(config, Exchange(http, endpoint(config), TokenCache(provider))).call(create_call(mappings, creates(sample_events)[0]))
     assert outcome.klass is OutcomeClass.transient
     assert registry.stats()["tokens_issued"] == 1

@@ -14,7 +14,8 @@ import pytest
 from adapter.config import TaminPharmacyConfig
 from adapter.destinations.auth import AclAuthenticateProvider, Operator, TokenCache, TokenError
 from adapter.destinations.outcome import OutcomeClass
-from adapter.destinations.tamin_provider.client import ProviderClient
+from adapter.destinations.http import Exchange
+from adapter.destinations.tamin_provider.client import ProviderClient, endpoint
 from adapter.destinations.tamin_provider.answers import Fetched, problems_message, read_fetch, read_submit
 from adapter.events.parse import parse_event
 from adapter.mapping import load_mappings
@@ -94,11 +95,12 @@ def config(scheme: str = "Bearer") -> TaminPharmacyConfig:
 def test_a_401_refreshes_once_and_retries_with_the_configured_scheme() -> None:
     fake = FakeTamin()
     tokens, http = provider(fake)
-    client = ProviderClient(config(scheme=""), http, TokenCache(tokens))
+    cfg = config(scheme="")
+    client = ProviderClient(cfg, Exchange(http, endpoint(cfg), TokenCache(tokens)))
     values = {"patient": "x", "tracking_code": "1", "provider_id": "7001"}
-    assert client.exchange("fetch", values, None, "111", "key").klass is OutcomeClass.accepted
+    assert client.exchange("fetch", values, None, "111", "key").outcome.klass is OutcomeClass.accepted
     fake.refuse_tokens.add("op-one-1")
-    outcome = client.exchange("fetch", values, None, "111", "key")
+    outcome = client.exchange("fetch", values, None, "111", "key").outcome
     assert outcome.klass is OutcomeClass.accepted and outcome.request["token_refreshed"] is True
     assert fake.seen_auth == ["op-one-1", "op-one-1", "op-one-2"]  # raw token: header_scheme ""
     assert outcome.request["route"].startswith("/api/Pharmacy/DrugEpresc/GetActivePresc?")  # the template, no PHI

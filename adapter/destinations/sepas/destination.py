@@ -22,10 +22,6 @@ import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
 from adapter.destinations.base import Job
 from adapter.destinations.outcome import Outcome, OutcomeClass
 from adapter.destinations.sepas.client import DESTINATION, DitasClient
@@ -38,8 +34,7 @@ from adapter.destinations.sepas.messages import (
     spec_for,
 )
 from adapter.destinations.sepas.terminology import Terminology
-from adapter.store.models import Submission, Visit
-from adapter.store.states import State
+from adapter.store.lookups import DestinationStore
 
 INCOMPLETE = {"Value": "incomplete", "Terminology_id": "thritaEHR", "Coded_string": "1.1.1.2"}
 _TEHRAN = zoneinfo.ZoneInfo("Asia/Tehran")
@@ -86,9 +81,9 @@ class SepasDestination:
         self._hid_destination = hid_destination
 
     # ----- prepare ----------------------------------------------------------------------
-    def prepare(self, session: Session, job: Job) -> Job | Outcome:
-        known = self._known_uids(session, job)
-        hid = self._visit_hid(session, job)
+    def prepare(self, store: DestinationStore, job: Job) -> Job | Outcome:
+        known = self._known_uids(store, job)
+        hid = self._visit_hid(store, job)
         return self.prepare_offline(job, known, hid)
 
     def prepare_offline(self, job: Job, known: dict[str, str] | None = None, hid: str | None = None) -> Job | Outcome:
@@ -120,34 +115,22 @@ class SepasDestination:
         return job.with_context(message=spec.name, xml=xml.decode("utf-8"), location_id=location,
                                 document_hash=document_hash(xml), uids=known)
 
-    def _known_uids(self, session: Session, job: Job) -> dict[str, str]:
+    def _known_uids(self, store: DestinationStore, job: Job) -> dict[str, str]:
         """CompositionUID of this record and PatientUID from earlier accepted SEPAS messages."""
-        known: dict[str, str] = {}
-        message = (job.params or {}).get("message")
-        if job.subject_key:
-            rows = session.scalars(select(Submission).where(
-                Submission.destination == self.name, Submission.subject_key == job.subject_key,
-                Submission.state == State.accepted.value, Submission.id != job.submission_id)
-                .order_by(Submission.id.desc())).all()
-            for row in rows:
-                result = row.result or {}
-                if (row.params or {}).get("message") == message and result.get("composition_uid"):
-                    known.setdefault("composition_uid", result["composition_uid"])
-                if result.get("patient_uid"):
-                    known.setdefault("patient_uid", result["patient_uid"])
+        known = store.earlier_uids(self.name, job.subject_key, (job.params or {}).get("message"), job.submission_id)
         facility, visit_id = (job.params or {}).get("facility"), (job.params or {}).get("visit_id")
         if "patient_uid" not in known and facility and visit_id:
-            row = session.get(Visit, (str(facility), str(visit_id), self.name))
-            if row is not None and (row.detail or {}).get("patient_uid"):
-                known["patient_uid"] = row.detail["patient_uid"]
+            patient_uid = store.visit_patient_uid(str(facility), str(visit_id), self.name)
+            if patient_uid:
+                known["patient_uid"] = patient_uid
         return known
 
-    def _visit_hid(self, session: Session, job: Job) -> str | None:
+    def _visit_hid(self, store: DestinationStore, job: Job) -> str | None:
         facility, visit_id = (job.params or {}).get("facility"), (job.params or {}).get("visit_id")
         if not (self._hid_destination and facility and visit_id):
             return None
-        row = session.get(Visit, (str(facility), str(visit_id), self._hid_destination))
-        return row.hid if row is not None and row.eligible and row.hid else None
+        answer = store.visit_answer(str(facility), str(visit_id), self._hid_destination)
+        return answer.eligible_hid if answer is not None else None
 
     # ----- send -------------------------------------------------------------------------
     def _ready(self, job: Job) -> Job | Outcome:
@@ -160,11 +143,11 @@ class SepasDestination:
         spec = spec_for(ready.context["message"])
         envelope = encrypt_envelope(ready.context["xml"].encode("utf-8"), self._public_key)
         body = self._client.envelope_body(spec, envelope, ready.context["location_id"])
-        checked, items = self._client.validate(spec, body, ready.idempotency_key)
+        checked, items = self._client.validate(spec, body, ready.idempotency_key, ready.deadline)
         if checked.klass is not OutcomeClass.accepted:
             checked.result.setdefault("validated_by", "sepas")
             return checked
-        saved = self._client.save(spec, body, ready.idempotency_key)
+        saved = self._client.save(spec, body, ready.idempotency_key, ready.deadline)
         if items:
             saved.result["validation_warnings"] = [i.as_dict() for i in items]
         saved.request["validated"] = True
@@ -178,33 +161,19 @@ class SepasDestination:
             return ready
         spec = spec_for(ready.context["message"])
         found = self._client.lookup(spec, ready.context["document_hash"], ready.context["location_id"],
-                                    ready.idempotency_key)
+                                    ready.idempotency_key, ready.deadline)
         _keep_lookup_keys(found, ready)
         return found
 
-    def on_result(self, session: Session, job: Job, outcome: Outcome) -> None:
-        """Keep the PatientUID per visit, so later messages of the visit carry it.
-
-        Several messages of one visit can settle at once (parallel workers): the first one
-        inserts the ``visits`` row in a savepoint; one that loses that race updates the row."""
+    def on_result(self, store: DestinationStore, job: Job, outcome: Outcome) -> None:
+        """Keep the PatientUID per visit, so later messages of the visit carry it (the store
+        handles two messages of one visit settling at once)."""
         if outcome.klass is not OutcomeClass.accepted or not outcome.result.get("patient_uid"):
             return
         facility, visit_id = (job.params or {}).get("facility"), (job.params or {}).get("visit_id")
         if not (facility and visit_id):
             return
-        key = (str(facility), str(visit_id), self.name)
-        patient = {"patient_uid": outcome.result["patient_uid"]}
-        row = session.get(Visit, key)
-        if row is None:
-            try:
-                with session.begin_nested():
-                    session.add(Visit(facility_siam_id=key[0], visit_id=key[1], destination=self.name, detail=patient))
-                return
-            except IntegrityError:
-                row = session.get(Visit, key, populate_existing=True)
-                if row is None:
-                    raise
-        row.detail = {**(row.detail or {}), **patient}
+        store.record_patient_uid(str(facility), str(visit_id), self.name, outcome.result["patient_uid"])
 
 
 def _keep_lookup_keys(outcome: Outcome, job: Job) -> None:
@@ -243,7 +212,8 @@ def _add_hid(tree: dict[str, Any], hid: str | None, issuer: str | None, insuranc
     first = insurance[0] if isinstance(insurance, list) and insurance else insurance
     if not isinstance(first, dict):
         return
-    shebad = first.get("SHEBAD") if isinstance(first.get("SHEBAD"), dict) else {}
+    given = first.get("SHEBAD")
+    shebad: dict[str, Any] = given if isinstance(given, dict) else {}
     hid_value = shebad.get("ID") or hid
     if not hid_value:
         first.pop("SHEBAD", None)

@@ -23,10 +23,10 @@ def _data(answer: Any) -> Any:
 def _result(answer: Any) -> dict[str, Any]:
     """The create result sits at ``data.result`` (pilot) or flat; read both (research §11.4)."""
     data = _data(answer)
-    if isinstance(data, dict) and isinstance(data.get("result"), dict):
-        return data["result"]
-    if isinstance(answer, dict) and isinstance(answer.get("result"), dict):
-        return answer["result"]
+    for node in (data, answer):
+        result = node.get("result") if isinstance(node, dict) else None
+        if isinstance(result, dict):
+            return result
     return data if isinstance(data, dict) else {}
 
 

@@ -57,7 +57,8 @@ def _data(answer: Any) -> dict[str, Any]:
 
 def _problem_nodes(answer: Any) -> list[dict[str, Any]]:
     data = _data(answer)
-    inner = data.get("data") if isinstance(data.get("data"), dict) else {}
+    nested = data.get("data")
+    inner = nested if isinstance(nested, dict) else {}
     for node in (data, inner, answer if isinstance(answer, dict) else {}):
         problems = node.get("problems")
         if isinstance(problems, list) and problems:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from adapter.destinations.base import Job
 from adapter.destinations.outcome import Outcome, OutcomeClass
 from adapter.destinations.tamin_provider.client import ProviderClient
 from adapter.destinations.tamin_provider.answers import Fetched, read_confirm, read_submit
 from adapter.destinations.tamin_provider.steps import Attempt, as_number, his_request_id, create_result, served_prescription
+from adapter.store.lookups import DestinationStore
 
 DESTINATION = "tamin_paraclinic"
 
@@ -37,14 +36,14 @@ class ParaclinicDestination:
     def __init__(self, client: ProviderClient):
         self._client = client
 
-    def prepare(self, session: Session, job: Job) -> Job | Outcome:
+    def prepare(self, store: DestinationStore, job: Job) -> Job | Outcome:
         if job.operation == "confirm":
-            registered = create_result(session, self.name, job.subject_key, "the order's registration")
+            registered = create_result(store, self.name, job.subject_key, "the order's registration")
             if isinstance(registered, Outcome):
                 return registered
             return job.with_context(request_id=registered.get("request_id"), head_id=registered.get("head_id"),
                                     tracking_code=registered.get("tracking_code"))
-        served = served_prescription(session, job)
+        served = served_prescription(store, job)
         return served if isinstance(served, Outcome) else job.with_context(**served)
 
     def send(self, job: Job) -> Outcome:
@@ -107,5 +106,5 @@ class ParaclinicDestination:
             "tracking_code": job.context.get("tracking_code"), "head_id": fetched.head_id,
             "request_id": mine.request_id, "found_by_lookup": True, **mine.prices}))
 
-    def on_result(self, session: Session, job: Job, outcome: Outcome) -> None:
+    def on_result(self, store: DestinationStore, job: Job, outcome: Outcome) -> None:
         return None

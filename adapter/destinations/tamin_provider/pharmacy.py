@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from adapter.destinations.base import Job
 from adapter.destinations.outcome import Outcome, OutcomeClass
 from adapter.destinations.tamin_provider.client import ProviderClient
 from adapter.destinations.tamin_provider.answers import Fetched, read_confirm, read_submit
 from adapter.destinations.tamin_provider.steps import Attempt, as_number, his_request_id, served_prescription
+from adapter.store.lookups import DestinationStore
 
 DESTINATION = "tamin_pharmacy"
 
@@ -41,8 +40,8 @@ class PharmacyDestination:
     def __init__(self, client: ProviderClient):
         self._client = client
 
-    def prepare(self, session: Session, job: Job) -> Job | Outcome:
-        served = served_prescription(session, job)
+    def prepare(self, store: DestinationStore, job: Job) -> Job | Outcome:
+        served = served_prescription(store, job)
         return served if isinstance(served, Outcome) else job.with_context(**served)
 
     def send(self, job: Job) -> Outcome:
@@ -103,5 +102,5 @@ class PharmacyDestination:
             "tracking_code": job.context.get("tracking_code"), "head_id": fetched.head_id,
             "request_id": mine.request_id, "confirmed": True, "found_by_lookup": True, **mine.prices}))
 
-    def on_result(self, session: Session, job: Job, outcome: Outcome) -> None:
+    def on_result(self, store: DestinationStore, job: Job, outcome: Outcome) -> None:
         return None

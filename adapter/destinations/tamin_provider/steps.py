@@ -5,10 +5,7 @@ steps (fetch, submit, confirm) with one PHI-free trail for the attempt log."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from typing import Any, TypeVar
 
 from adapter.destinations.base import Job
 from adapter.destinations.outcome import Outcome, OutcomeClass
@@ -17,53 +14,44 @@ from adapter.destinations.routes import RouteNotFillable
 from adapter.destinations.tamin_provider.client import ProviderClient
 from adapter.destinations.tamin_provider.answers import Fetched, problems_message, read_fetch
 from adapter.events import keys
-from adapter.pipeline.intake import stored_event
-from adapter.store.models import Submission
-from adapter.store.states import OPEN_STATES, State
+from adapter.store.lookups import DestinationStore
 
-_OPEN = {s.value for s in OPEN_STATES}
-_REFUSED = {State.rejected.value, State.invalid.value, State.dead.value}
+Read = TypeVar("Read")
+"""What a step's answer reader makes of the answer (a ``Fetched``, an ``Outcome``)."""
 
 
-def create_result(session: Session, destination: str, subject_key: str | None, what: str) -> dict[str, Any] | Outcome:
+def create_result(store: DestinationStore, destination: str, subject_key: str | None,
+                  what: str) -> dict[str, Any] | Outcome:
     """The result of ``destination``'s create for ``subject_key``: waiting while it is open (or not
     stored yet: its event may come later), invalid while it is refused, else its ids."""
-    create = session.scalar(select(Submission).where(
-        Submission.destination == destination, Submission.subject_key == subject_key,
-        Submission.operation == "create").order_by(Submission.id).limit(1))
-    if create is None or create.state in _OPEN:
+    create = store.create_of(destination, subject_key)
+    if create is None or create.open:
         return Outcome(OutcomeClass.waiting, f"{what} is not registered at Tamin yet")
-    if create.state in _REFUSED:
+    if create.refused:
         return Outcome(OutcomeClass.invalid, f"{what} (submission {create.id}) is {create.state}: replay it first, "
                                              "then this one")
     return dict(create.result or {})
 
 
-def served_prescription(session: Session, job: Job) -> dict[str, Any] | Outcome:
+def served_prescription(store: DestinationStore, job: Job) -> dict[str, Any] | Outcome:
     """``{tracking_code, head_id?}`` of the Tamin prescription the event serves: the tracking code
     the patient brought, or the ids of this adapter's own SendEpresc for the HIS prescription."""
-    event = stored_event(session, job.event_id)
+    event = store.stored_event(job.event_id)
     if event is None:
         return Outcome(OutcomeClass.invalid, "the event's body is no longer stored (pruned?): cannot find its prescription")
     reference = event["payload"].get("prescription") or {}
     if reference.get("tracking_code"):
         return {"tracking_code": str(reference["tracking_code"])}
     prescription_key = keys.served_prescription_key(event)
-    found = create_result(session, PRESCRIBING, prescription_key, "the prescription it serves")
+    found = create_result(store, PRESCRIBING, prescription_key, "the prescription it serves")
     if isinstance(found, Outcome):
         return found
-    if _changes_in_flight(session, prescription_key):
+    if store.changes_open(PRESCRIBING, prescription_key):
         # serve the prescription as last edited: Tamin refuses an edit once a provider registered on it
         return Outcome(OutcomeClass.waiting, "an edit or delete of the prescription it serves is not settled at Tamin yet")
     if not found.get("tracking_code"):
         return Outcome(OutcomeClass.invalid, "the prescription's create was accepted without a tracking code")
     return {"tracking_code": str(found["tracking_code"]), "head_id": found.get("head_id")}
-
-
-def _changes_in_flight(session: Session, prescription_key: str | None) -> bool:
-    return session.scalar(select(Submission.id).where(
-        Submission.destination == PRESCRIBING, Submission.subject_key == prescription_key,
-        Submission.operation != "create", Submission.state.in_(_OPEN)).limit(1)) is not None
 
 
 def as_number(value: str) -> int | str:
@@ -95,23 +83,23 @@ class Attempt:
         return {"patient": self._job.params.get("patient"), "tracking_code": self._job.context.get("tracking_code"),
                 "provider_id": provider_id}
 
-    def step(self, step: str, values: dict[str, Any], body: Any, reader: Callable[[Any], Any]) -> Any:
+    def step(self, step: str, values: dict[str, Any], body: Any, reader: Callable[[Any], Read]) -> Read | Outcome:
         """The reader's result for the answer, or the ``Outcome`` that ends the attempt."""
         try:
             exchanged = self._client.exchange(step, values, body, self._job.principal, self._job.idempotency_key,
                                               self._job.deadline)
         except RouteNotFillable as exc:
             return Outcome(OutcomeClass.invalid, str(exc))
-        parsed = exchanged.response.pop("parsed", None)
-        self._requests.append(exchanged.request)
-        self._responses.append({**exchanged.response, "outcome": exchanged.klass.value})
-        self._ms += exchanged.duration_ms
-        if exchanged.klass is OutcomeClass.rejected and parsed is not None and problems_message(parsed):
-            return Outcome(OutcomeClass.rejected, f"Tamin refused the {step} ({exchanged.message}): "
+        outcome, parsed = exchanged.outcome, exchanged.parsed
+        self._requests.append(outcome.request)
+        self._responses.append({**outcome.response, "outcome": outcome.klass.value})
+        self._ms += outcome.duration_ms
+        if outcome.klass is OutcomeClass.rejected and parsed is not None and problems_message(parsed):
+            return Outcome(OutcomeClass.rejected, f"Tamin refused the {step} ({outcome.message}): "
                                                   f"{problems_message(parsed)}")
-        if exchanged.klass is not OutcomeClass.accepted:
-            exchanged.message = f"{step}: {exchanged.message}"
-            return exchanged
+        if outcome.klass is not OutcomeClass.accepted:
+            outcome.message = f"{step}: {outcome.message}"
+            return outcome
         return reader(parsed)
 
     def fetch(self, values: dict[str, Any]) -> Fetched | Outcome:

@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,7 +41,7 @@ def read_facts(session: Session, rules: AlertRulesConfig, now: dt.datetime) -> F
     from adapter.store.models import CircuitStatus, InboxEvent, Submission
     from adapter.store.states import OPEN_STATES
 
-    dests: dict[str, dict[str, object]] = {}
+    dests: dict[str, dict[str, Any]] = {}  # destination -> DestinationFacts' fields
     for row in session.scalars(select(CircuitStatus)):
         dests.setdefault(row.destination, {}).update(
             circuit=row.state, circuit_since=_aware(row.since), circuit_reason=row.reason)
@@ -61,8 +62,16 @@ def read_facts(session: Session, rules: AlertRulesConfig, now: dt.datetime) -> F
     since = now - dt.timedelta(seconds=rules.new_invalid.window_s)
     invalid_events = session.scalar(select(func.count()).select_from(InboxEvent).where(
         InboxEvent.status == "invalid", InboxEvent.received_at >= since)) or 0
-    return Facts(now, {name: DestinationFacts(**values) for name, values in dests.items()},  # type: ignore[arg-type]
+    return Facts(now, {name: DestinationFacts(**values) for name, values in dests.items()},
                  int(invalid_events))
+
+
+class Ledger(Protocol):
+    """Where the service keeps what each channel was told: ``DbLedger``, or a test's own."""
+
+    def load(self) -> dict[tuple[str, str], Entry]: ...
+
+    def store(self, channel: str, key: str, entry: Entry | None) -> None: ...
 
 
 class DbLedger:
@@ -105,7 +114,7 @@ class Delivery:
 
 
 class AlertService:
-    def __init__(self, facts: Callable[[dt.datetime], Facts], ledger: DbLedger | object, notifiers: Sequence[Notifier],
+    def __init__(self, facts: Callable[[dt.datetime], Facts], ledger: Ledger, notifiers: Sequence[Notifier],
                  rules: AlertRulesConfig, renotify_s: float | None, instance: str,
                  clock: Callable[[], dt.datetime] = utcnow):
         self._facts = facts
@@ -132,7 +141,7 @@ class AlertService:
         channel failures do not."""
         now = self._clock()
         active = conditions(self._facts(now), self._rules)
-        ledger = self._ledger.load()  # type: ignore[attr-defined]
+        ledger = self._ledger.load()
         by_channel = {n.channel: n for n in self.notifiers}
         deliveries = []
         for action in plan(active, ledger, by_channel, now, self._renotify_s):
@@ -150,7 +159,7 @@ class AlertService:
                 deliveries.append(Delivery(action.channel, action.key, action.kind.value, ok, error))
             after = settle(action, ok, now)
             if after != action.entry:
-                self._ledger.store(action.channel, action.key, after)  # type: ignore[attr-defined]
+                self._ledger.store(action.channel, action.key, after)
         return deliveries
 
     def _alert(self, action: Action, now: dt.datetime) -> Alert:
