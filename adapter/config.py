@@ -119,19 +119,14 @@ class TaminRoutes(_Section):
 
 
 class TaminConfig(DestinationConfig):
-    enabled: bool = True
     base_url: str = Field(..., description="the Tamin API base URL, e.g. https://ep-test.tamin.ir")
     auth: AuthConfig
     routes: TaminRoutes = TaminRoutes()
     connect_timeout_s: float = Field(5.0, gt=0, description="seconds to open a connection")
     read_timeout_s: float = Field(30.0, gt=0, description="seconds to wait for an answer")
-    retry: RetryConfig = RetryConfig()
     idempotency_header: bool = Field(True, description="send X-Idempotency-Key (harmless where ignored)")
-    circuit: CircuitConfig = CircuitConfig()
     max_rps: float | None = Field(
         20.0, gt=0, description="sends per second at most (token bucket), so a recovering insurer is not flooded; null = no limit")
-    max_burst: int | None = Field(
-        None, ge=1, description="sends allowed at once above max_rps (bucket size); default: one second's worth")
 
 
 # -- Tamin provider side: dispensing (pharmacy) and paraclinic ------------------------------
@@ -173,7 +168,6 @@ class ProviderRoutes(_Section):
 
 
 class TaminProviderConfig(DestinationConfig):
-    enabled: bool = True
     base_url: str = Field(..., description="the API base URL, e.g. https://health-services.tamin.ir")
     auth: ProviderAuthConfig
     provider_ids: dict[str, str] = Field(
@@ -181,11 +175,7 @@ class TaminProviderConfig(DestinationConfig):
     routes: ProviderRoutes
     connect_timeout_s: float = Field(5.0, gt=0, description="seconds to open a connection")
     read_timeout_s: float = Field(30.0, gt=0, description="seconds to wait for an answer")
-    retry: RetryConfig = RetryConfig()
     idempotency_header: bool = Field(True, description="send X-Idempotency-Key (harmless where ignored)")
-    circuit: CircuitConfig = CircuitConfig()
-    max_rps: float | None = Field(10.0, gt=0, description="sends per second at most (token bucket); null = no limit")
-    max_burst: int | None = Field(None, ge=1, description="sends allowed at once above max_rps; default: one second's worth")
 
     @model_validator(mode="after")
     def _every_operator_has_a_provider_id(self) -> "TaminProviderConfig":
@@ -247,7 +237,7 @@ class SepasRoutes(_Section):
 
 
 class SepasConfig(DestinationConfig):
-    enabled: bool = False
+    enabled: bool = Field(False, description="off unless the facility is registered with DITAS")
     base_url: str = Field(..., description="the DITAS gateway, e.g. https://apigateway.behdasht.gov.ir")
     auth: SepasAuthConfig
     routes: SepasRoutes = SepasRoutes()
@@ -267,10 +257,6 @@ class SepasConfig(DestinationConfig):
     client_ip: str = Field("127.0.0.1", description="IPClient / IPServer of the envelope")
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(30.0, gt=0)
-    retry: RetryConfig = RetryConfig()
-    circuit: CircuitConfig = CircuitConfig()
-    max_rps: float | None = Field(10.0, gt=0)
-    max_burst: int | None = Field(None, ge=1)
 
     def pid(self, service: str) -> str | None:
         return self.pids.get(service) or self.pids.get("default")

@@ -23,7 +23,7 @@ them as patient data (encrypted at rest, never logged).
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +37,7 @@ from adapter.destinations.outcome import Outcome, OutcomeClass
 from adapter.destinations.routes import body_summary
 from adapter.redact import redact_text
 
+log = logging.getLogger(__name__)
 NOT_SENT_LEASE = "not sent: the claim's lease is nearly spent (tried again shortly)"
 MIN_TIME_LEFT_S = 0.05
 """Less time than this before the deadline: the request is not sent at all."""
@@ -111,12 +112,20 @@ HttpClient = httpx.Client
 """The connection pool every exchange and token provider of one process shares."""
 
 
+class NoTimeLeft(Exception):
+    """The claim's deadline came before a request could be sent (again)."""
+
+
 class TokenAuth(httpx.Auth):
     """The principal's token on the request; on a 401 it is forgotten, a fresh one fetched and
-    the request sent once more. A token that cannot be had raises ``TokenError``."""
+    the request sent once more, with its timeouts cut again to what is left before the deadline
+    (``retime``; none left: :class:`NoTimeLeft`, nothing resent). A token that cannot be had
+    raises ``TokenError``."""
 
-    def __init__(self, tokens: TokenCache, principal: str, scheme: str):
-        self._tokens, self._principal, self._scheme = tokens, principal, scheme.strip()
+    requires_response_body = True  # read the 401 so its connection goes back to the pool before the refresh
+
+    def __init__(self, tokens: TokenCache, principal: str, scheme: str, retime: Callable[[], httpx.Timeout | None]):
+        self._tokens, self._principal, self._scheme, self._retime = tokens, principal, scheme.strip(), retime
         self.refreshed = False
 
     def _attach(self, request: httpx.Request, token: str) -> None:
@@ -131,12 +140,16 @@ class TokenAuth(httpx.Auth):
         self._tokens.invalidate(self._principal, token)
         self.refreshed = True
         self._attach(request, self._tokens.token(self._principal))
+        timeout = self._retime()
+        if timeout is None:
+            raise NoTimeLeft(NOT_SENT_LEASE)
+        request.extensions["timeout"] = timeout.as_dict()
         yield request
 
 
 class Exchange:
     """One endpoint's requests: ``send(Request) -> Exchanged``. Thread-safe (the httpx client
-    and the token cache are)."""
+    and the token cache are; a ``TokenAuth`` is made per request)."""
 
     def __init__(self, http: httpx.Client, endpoint: Endpoint, tokens: TokenCache | None = None,
                  recorder: Recorder | None = None):
@@ -152,21 +165,27 @@ class Exchange:
         timeout = self._timeout(request.deadline)
         if timeout is None:
             return Exchanged(Outcome(OutcomeClass.waiting, NOT_SENT_LEASE, request=summary))
-        auth = TokenAuth(self._tokens, request.principal, self._endpoint.auth_scheme) if self._tokens else None
+        auth = None
+        if self._tokens is not None:
+            auth = TokenAuth(self._tokens, request.principal, self._endpoint.auth_scheme,
+                             lambda: self._timeout(request.deadline))
         try:
             answer = self._http.request(request.method, self._endpoint.base_url.rstrip("/") + request.path,
-                                        params=dict(request.query) if request.query else None,
-                                        json=request.json if request.json is not None else None,
+                                        params=dict(request.query) if request.query else None, json=request.json,
                                         headers=self._headers(request), timeout=timeout,
                                         auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT)
         except TokenError as exc:
             exchanged = Exchanged(Outcome(exc.klass, str(exc)))
+        except NoTimeLeft as exc:  # the first answer was a 401: nothing was applied, nothing is resent
+            exchanged = Exchanged(Outcome(OutcomeClass.waiting, f"{exc} (after a 401 and a token refresh)"))
         except httpx.HTTPError as exc:
             exchanged = Exchanged(self._lost(request, exc))
-            self._record(request, None, started, exchanged.outcome)
+            self._record_lost(request, exc, started, exchanged.outcome)
         else:
             exchanged = self._read(request, answer, auth is not None and auth.refreshed)
-            self._record(request, answer, started, exchanged.outcome)
+            for earlier in answer.history:
+                self._record(request, earlier, started, "auth")
+            self._record(request, answer, started, exchanged.outcome.klass.value)
         outcome = exchanged.outcome
         outcome.duration_ms = int((time.monotonic() - started) * 1000)
         outcome.request = {**summary, "token_refreshed": auth is not None and auth.refreshed}
@@ -212,28 +231,45 @@ class Exchange:
                                                  "(a gateway page?)", response=response), None, answer.status_code)
         return Exchanged(Outcome(OutcomeClass.accepted, response=response), parsed, answer.status_code)
 
-    def _record(self, request: Request, answer: httpx.Response | None, started: float, outcome: Outcome) -> None:
-        """Hand the request and its answer (None: none came) to the recorder, if there is one."""
+    def _record(self, request: Request, answer: httpx.Response, started: float, outcome: str) -> None:
+        """Hand one request and its answer to the recorder, if there is one."""
+        if self._recorder is not None:
+            sent = answer.request
+            self._hand_over(ExchangeRecord(
+                method=request.method, route=request.route, path=request.path, status=answer.status_code,
+                request_headers=masked_headers(sent.headers), request_body=bytes(sent.content),
+                response_headers=masked_headers(answer.headers), response_body=answer.content,
+                duration_ms=int((time.monotonic() - started) * 1000), outcome=outcome))
+
+    def _record_lost(self, request: Request, exc: httpx.HTTPError, started: float, outcome: Outcome) -> None:
+        """A request no answer came to, as httpx built it (when it got that far)."""
         if self._recorder is None:
             return
-        if answer is not None:
-            sent_headers, sent_body = masked_headers(answer.request.headers), bytes(answer.request.content)
-        else:
-            sent_headers = {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in self._headers(request).items()}
-            sent_body = b"" if request.json is None else json.dumps(request.json, ensure_ascii=False).encode()
-        self._recorder(ExchangeRecord(
-            method=request.method, route=request.route, path=request.path,
-            status=answer.status_code if answer is not None else None, request_headers=sent_headers,
-            request_body=sent_body, response_headers=masked_headers(answer.headers) if answer is not None else {},
-            response_body=answer.content if answer is not None else b"",
+        try:
+            sent: httpx.Request | None = exc.request
+        except RuntimeError:  # failed before a request was built
+            sent = None
+        self._hand_over(ExchangeRecord(
+            method=request.method, route=request.route, path=request.path, status=None,
+            request_headers=masked_headers(sent.headers) if sent is not None else {},
+            request_body=bytes(sent.content) if sent is not None else b"", response_headers={}, response_body=b"",
             duration_ms=int((time.monotonic() - started) * 1000), outcome=outcome.klass.value))
 
+    def _hand_over(self, record: ExchangeRecord) -> None:
+        """A recorder that fails must not change the outcome: the request was sent either way."""
+        assert self._recorder is not None
+        try:
+            self._recorder(record)
+        except Exception:
+            log.warning("the exchange recorder failed on %s %s", record.method, record.route, exc_info=True)
 
 def class_of_exception(exc: httpx.HTTPError) -> OutcomeClass:
-    """Before the request left: transient. After it left with no answer: ambiguous."""
+    """Before the request left: transient. After it left with no answer, or with one that cannot be
+    decoded: ambiguous (the caller makes that transient for a request that applies nothing)."""
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
         return OutcomeClass.transient
-    if isinstance(exc, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError, httpx.WriteTimeout)):
+    if isinstance(exc, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError, httpx.WriteTimeout,
+                        httpx.DecodingError)):
         return OutcomeClass.ambiguous
     return OutcomeClass.transient
 

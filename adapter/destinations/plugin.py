@@ -6,8 +6,8 @@ A destination package (``destinations/tamin/``, ``destinations/sepas/``, ...) en
 store), its config model, the operations its mappings may name, how to build its
 ``Destination`` from config, its config problems for ``adapter config check``, and, by
 module path, the simulator that plays it and its reconciliation job. ``app.build``,
-``config check``, the demo, ``mapping lint`` and reconciliation loop over the registry
-(``adapter.destinations.registry``) instead of naming destinations.
+``config check``, the demo (simulator URLs) and ``mapping lint`` (operations) loop over the
+registry (``adapter.destinations.registry``) instead of naming destinations.
 
 The simulator and the reconciler are named by ``"module:attribute"`` strings, resolved only
 by whoever needs them (the demo, the DAGs), because those modules sit above this layer.

@@ -95,7 +95,7 @@ def configured(config: AdapterConfig) -> list[Configured]:
             section = raw if isinstance(raw, plugin.config_model) else plugin.config_model.model_validate(raw)
         except ValidationError as exc:
             problems += [f"{config.source_file}: destinations.{name}.{'.'.join(str(p) for p in err['loc'])}: "
-                         f"{err['msg']} -- fix: see the {name} section of config/embedded.yaml"
+                         f"{err['msg']} -- fix: see {plugin.config_model.__name__} ({plugin.config_model.__module__})"
                          for err in exc.errors()]
             continue
         if section.enabled:

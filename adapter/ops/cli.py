@@ -18,12 +18,6 @@ mapping_app = typer.Typer(help="Test and lint integrator mapping files.", no_arg
 auth_app = typer.Typer(help="Credentials the adapter keeps (encrypted).", no_args_is_help=True)
 app.add_typer(mapping_app, name="mapping")
 app.add_typer(auth_app, name="auth")
-# the shared helpers under their old names, for the commands below
-_config = config_or_exit
-_fail_config = fail_config
-_print_json = print_json
-
-
 @app.command()
 def demo(
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as one JSON object")] = False,
@@ -48,9 +42,9 @@ def demo(
                 summary = run_demo(config, workdir, patients,
                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
     except ConfigError as exc:
-        _fail_config(exc)
+        fail_config(exc)
     if json_out:
-        _print_json(summary)
+        print_json(summary)
     else:
         _print_summary(summary)
     raise typer.Exit(0 if summary["complete"] else 1)
@@ -96,12 +90,12 @@ def run(
     from adapter.ops.logs import configure
     from adapter.pipeline.runner import Runner
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     configure(cfg.logging.level, cfg.logging.format)
     try:
         built = build(cfg)
     except ConfigError as exc:
-        _fail_config(exc)
+        fail_config(exc)
     runner = Runner(built, until_idle=until_idle, idle_horizon_s=idle_horizon)
     runner.install_signal_handlers()
     try:
@@ -114,7 +108,7 @@ def run(
 
 def _sessions(config: Path) -> Any:
     from adapter.app import open_store
-    _, sessions = open_store(_config(config))
+    _, sessions = open_store(config_or_exit(config))
     return sessions
 
 
@@ -127,7 +121,7 @@ def status(config: ConfigOption = DEFAULT_CONFIG,
     with _sessions(config)() as session:
         report = status_report(session)
     if json_out:
-        _print_json(report)
+        print_json(report)
         return
     table = Table(title="Submissions")
     for column in ("destination", "state", "count"):
@@ -155,7 +149,7 @@ def show(event_id: str, config: ConfigOption = DEFAULT_CONFIG,
         err.print(f"no event with id {event_id!r}")
         raise typer.Exit(1)
     if json_out:
-        _print_json(trail)
+        print_json(trail)
         return
     _print_trail(trail)
 
@@ -186,7 +180,7 @@ def publish(file: Annotated[Path, typer.Argument(help="JSON Lines: one event per
     """Put events on the configured broker (each line as one message, unchanged)."""
     from adapter.broker.connection import publish_bodies
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     lines = [line for line in file.read_bytes().splitlines() if line.strip()]
     count = publish_bodies(cfg.broker, lines)
     err.print(f"published {count} messages to {cfg.broker.queue}")
@@ -305,7 +299,7 @@ def db_upgrade(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Migrate the database schema to the newest version (adapter run does this too)."""
     from adapter.store.db import upgrade
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     upgrade(cfg.database.url)
     err.print("schema is up to date")
 
@@ -318,7 +312,7 @@ def set_refresh_token(prescriber: Annotated[str, typer.Option(help="the prescrib
     from adapter.keys import load_key
     from adapter.store.refresh_tokens import DbRefreshTokenStore
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     token = sys.stdin.readline().strip()
     if not token:
         err.print("no token on stdin")

@@ -13,10 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from adapter.config import DEFAULT_CONFIG
-from adapter.ops.cli_common import ConfigOption, console, err
-from adapter.ops.cli_common import config_or_exit as _config
-from adapter.ops.cli_common import fail_config as _fail_config
-from adapter.ops.cli_common import print_json as _print_json
+from adapter.ops.cli_common import ConfigOption, config_or_exit, console, err, fail_config, print_json
 
 StateOpt = Annotated[Optional[list[str]], typer.Option(
     "--state", help="submission state (repeatable: --state dead --state rejected)", show_default=False)]
@@ -57,7 +54,7 @@ def _filters(state: Optional[list[str]], destination: Optional[str], event_type:
 def _open(config: Path) -> tuple[Any, Any, Any]:
     from adapter.app import open_store
 
-    cfg = _config(config)
+    cfg = config_or_exit(config)
     engine, sessions = open_store(cfg)
     return cfg, engine, sessions
 
@@ -114,7 +111,7 @@ def list_command(
     finally:
         engine.dispose()
     if json_out:
-        _print_json(rows)
+        print_json(rows)
     else:
         console.print(_table(rows, "Submissions"))
     if total and total > len(rows):
@@ -172,7 +169,7 @@ def replay_command(
             try:
                 mappings = load_checked_mappings(cfg)
             except ConfigError as exc:
-                _fail_config(exc)
+                fail_config(exc)
         try:
             replayer = Replayer(sessions, actor=actor or _os_user(), reason=reason, mappings=mappings,
                                 dry_run=dry_run, batch_size=batch_size)
@@ -185,7 +182,7 @@ def replay_command(
         except ReplayArgumentError as exc:
             raise _bad(str(exc)) from None
         if json_out:
-            _print_json(report.as_json())
+            print_json(report.as_json())
         else:
             _print_report(sessions, report)
     finally:

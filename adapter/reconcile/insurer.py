@@ -57,7 +57,7 @@ class TaminStatusClient:
 
     def __init__(self, endpoint: TaminEndpoint, http: httpx.Client | None = None):
         self._endpoint = endpoint
-        self._http = http or httpx.Client()
+        self._http = http or httpx.Client(timeout=httpx.Timeout(endpoint.timeout_s, connect=min(endpoint.timeout_s, 10)))
         self._owns_http = http is None
         provider = ClientCredentialsProvider(self._http, endpoint.base_url.rstrip("/") + endpoint.token_path,
                                              endpoint.client_id, endpoint.client_secret)

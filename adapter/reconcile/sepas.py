@@ -65,7 +65,7 @@ class DitasLookupClient:
 
     def __init__(self, endpoint: DitasEndpoint, http: httpx.Client | None = None):
         self._endpoint = endpoint
-        self._http = http or httpx.Client()
+        self._http = http or httpx.Client(timeout=httpx.Timeout(endpoint.timeout_s, connect=min(endpoint.timeout_s, 10)))
         self._owns_http = http is None
         provider = PasswordGrantProvider(self._http, endpoint.base_url.rstrip("/") + endpoint.token_path,
                                          endpoint.client_id, endpoint.client_secret, endpoint.username,

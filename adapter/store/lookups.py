@@ -21,11 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from adapter.store.models import InboxEvent, Submission, Visit, table_of
-from adapter.store.states import OPEN_STATES, EventStatus, State
+from adapter.store.states import NEEDS_PERSON, OPEN_STATES, EventStatus, State
 from adapter.store.types import utcnow
 
 _OPEN = frozenset(s.value for s in OPEN_STATES)
-_REFUSED = frozenset((State.rejected.value, State.invalid.value, State.dead.value))
+_REFUSED = frozenset(s.value for s in NEEDS_PERSON)
 _SUBMISSIONS = table_of(Submission)
 _VISITS = table_of(Visit)
 

@@ -2,8 +2,10 @@
 them, and the groups of states the rest of the adapter asks about.
 
 Every writer of a submission's state goes through ``adapter.store.audit`` (``transition``,
-``move``, ``move_unaudited``, ``state_change``), which calls ``check_transition`` before
-anything is written: a move the table does not list raises :class:`IllegalTransition`.
+``move``, ``move_unaudited``, ``state_change``), which calls ``check_transition``: a move the
+table does not list raises :class:`IllegalTransition` before the transaction commits (the
+dispatcher's bulk claim and intake's inserts write their rows first and are checked when their
+audit rows are made, in the same transaction, so an illegal move is rolled back with it).
 """
 
 from __future__ import annotations

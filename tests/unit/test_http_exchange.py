@@ -26,15 +26,19 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 class Tokens:
-    """A token provider that hands out tok-1, tok-2, ... (or refuses)."""
+    """A token provider that hands out tok-1, tok-2, ... (or refuses); ``refetch_s``: how long
+    every fetch after the first takes."""
 
-    def __init__(self, refuse: OutcomeClass | None = None):
+    def __init__(self, refuse: OutcomeClass | None = None, refetch_s: float = 0.0):
         self.issued = 0
         self.refuse = refuse
+        self.refetch_s = refetch_s
 
     def fetch(self, principal: str) -> IssuedToken:
         if self.refuse is not None:
             raise TokenError("the token endpoint refused the credentials", self.refuse)
+        if self.issued:
+            time.sleep(self.refetch_s)
         self.issued += 1
         return IssuedToken(f"tok-{self.issued}", time.monotonic() + 3600)
 
@@ -97,6 +101,36 @@ def test_a_401_refreshes_the_token_once_and_sends_again() -> None:
     assert far.auth == ["Bearer tok-1", "Bearer tok-2"]
     assert len(far.seen) == 2 and far.seen[1].content == POST_BODY  # the same body, sent again
     assert tokens.issued == 2
+
+
+def first_token_refused(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(401) if request.headers["authorization"] == "Bearer tok-1" else ok(request)
+
+
+class Timeouts(Far):
+    """Also keeps the read timeout each request went out with (the resent one is the same object)."""
+
+    def __init__(self, handler: Handler):
+        super().__init__(handler)
+        self.read: list[float] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.read.append(request.extensions["timeout"]["read"])
+        return super().__call__(request)
+
+
+def test_the_request_resent_after_a_401_keeps_to_the_deadline() -> None:
+    far = Timeouts(first_token_refused)
+    got = exchange(far, Tokens(refetch_s=0.5)).send(dataclasses.replace(POST, deadline=time.monotonic() + 3))
+    assert got.outcome.klass is OutcomeClass.accepted and len(far.read) == 2
+    assert far.read[0] <= 3 and far.read[1] <= far.read[0] - 0.4, far.read  # what was left after the refresh
+
+
+def test_a_401_with_no_time_left_for_the_resend_waits_and_sends_nothing_more() -> None:
+    far = Far(first_token_refused)
+    got = exchange(far, Tokens(refetch_s=0.3)).send(dataclasses.replace(POST, deadline=time.monotonic() + 0.25))
+    assert got.outcome.klass is OutcomeClass.waiting and len(far.seen) == 1
+    assert got.outcome.request["token_refreshed"] is True
 
 
 def test_a_401_with_a_fresh_token_too_is_auth_with_the_endpoints_hint() -> None:
@@ -180,7 +214,23 @@ def test_the_recorder_gets_request_and_answer_with_secrets_masked() -> None:
         raise httpx.ReadTimeout("no answer")
 
     exchange(Far(cut), records=records).send(POST)
-    assert records[1].status is None and records[1].outcome == "ambiguous" and records[1].request_body
+    assert records[1].status is None and records[1].outcome == "ambiguous"
+    assert records[1].request_body == POST_BODY and records[1].request_headers["authorization"] == "***"
+
+
+def test_the_refused_first_try_is_recorded_too() -> None:
+    records: list[ExchangeRecord] = []
+    exchange(Far(first_token_refused), records=records).send(POST)
+    assert [(r.status, r.outcome) for r in records] == [(401, "auth"), (200, "accepted")]
+
+
+def test_a_failing_recorder_does_not_change_the_outcome() -> None:
+    def broken(_: ExchangeRecord) -> None:
+        raise OSError("capture disk full")
+
+    http = httpx.Client(transport=httpx.MockTransport(Far(ok)))
+    got = Exchange(http, Endpoint("http://insurer"), TokenCache(Tokens()), broken).send(POST)
+    assert got.outcome.klass is OutcomeClass.accepted  # sent and applied: never "transient", never resent
 
 
 # ----- what the DITAS client did differently before it used the exchange ---------------------

@@ -26,10 +26,10 @@ from adapter.reconcile import billing, reconcile
 from adapter.reconcile import sepas as sepas_reconcile
 from adapter.reconcile.common import Interval, move as reconcile_move
 from adapter.store.audit import move, move_unaudited, state_change, transition
-from adapter.store.db import make_engine, make_sessionmaker, upgrade
 from adapter.store.models import StateChange, Submission
 from adapter.store.states import (ACCEPTED_FAMILY, BILLING_STATES, NEEDS_PERSON, TRANSITIONS, IllegalTransition,
                                   State, allowed, check_transition)
+from tests.support.store import migrated_sessions
 
 REPO = Path(__file__).resolve().parents[2]
 START = dt.datetime(2025, 3, 1, 8, 0, tzinfo=dt.timezone.utc)
@@ -96,13 +96,7 @@ def test_the_readme_diagram_is_the_table() -> None:
 # ----- a real store ----------------------------------------------------------------------------
 @pytest.fixture
 def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        engine.dispose()
+    yield from migrated_sessions(f"sqlite:///{tmp_path / 'store.db'}")
 
 
 _ITEMS = [{"srvId": {"srvCode": "10001"}, "srvQty": 2}]

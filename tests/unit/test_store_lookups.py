@@ -13,32 +13,22 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from adapter.store.db import make_engine, make_sessionmaker, upgrade
 from adapter.store.lookups import CreateRecord, DestinationStore, VisitAnswer, stored_event
 from adapter.store.models import InboxEvent, Submission, Visit
-from adapter.store.states import State
+from tests.support.store import migrated_sessions
 
 _keys = count(1)
 
 
 @pytest.fixture
 def sessions(sqlite_url: str) -> Iterator[sessionmaker[Session]]:
-    yield from _store(sqlite_url)
+    yield from migrated_sessions(sqlite_url)
 
 
 @pytest.fixture
 def both_sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
     """A migrated store on SQLite and on PostgreSQL (the ``db_url`` fixture's two cases)."""
-    yield from _store(db_url)
-
-
-def _store(url: str) -> Iterator[sessionmaker[Session]]:
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        yield make_sessionmaker(engine)
-    finally:
-        engine.dispose()
+    yield from migrated_sessions(db_url)
 
 
 def event(session: Session, event_id: str, status: str = "accepted", body: dict[str, Any] | None = None) -> None:
