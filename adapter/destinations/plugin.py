@@ -72,7 +72,9 @@ class DestinationPlugin(Generic[SettingsT]):
     (secrets it cannot read, files it cannot load), one line each naming file, key and fix."""
     simulator: SimulatorRef | None = None
     reconciler: str | None = None
-    """Module holding the destination's reconciliation job (``plan`` / ``reconcile_batch``), if any."""
+    """Module holding the destination's reconciliation job, if any: ``plan(sessions, interval,
+    batch_size)`` and ``reconcile_batch(sessions, client, submission_ids, interval)`` (checked by
+    tests/unit/test_registry.py; ``dags/reconcile_submissions.py`` still names its tasks per destination)."""
     description: str = ""
 
     @property

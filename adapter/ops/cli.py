@@ -309,6 +309,7 @@ def set_refresh_token(prescriber: Annotated[str, typer.Option(help="the prescrib
                       config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Store a prescriber's Tamin refresh token (read from stdin), encrypted."""
     from adapter.app import open_store
+    from adapter.destinations.tamin.client import DESTINATION
     from adapter.keys import load_key
     from adapter.store.refresh_tokens import DbRefreshTokenStore
 
@@ -319,7 +320,7 @@ def set_refresh_token(prescriber: Annotated[str, typer.Option(help="the prescrib
         raise typer.Exit(2)
     _, sessions = open_store(cfg)
     key = load_key(cfg.secrets.token_key_env, cfg.secrets.token_key_file, source=cfg.source_file, key_name="token_key")
-    DbRefreshTokenStore(sessions, key, "tamin").put(prescriber, token)
+    DbRefreshTokenStore(sessions, key, DESTINATION).put(prescriber, token)
     err.print("stored (encrypted)")
 
 

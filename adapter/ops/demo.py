@@ -42,6 +42,7 @@ def demo_config(base: Path, workdir: Path, sim_url: str, ditas: SimServer | None
     }
     overrides.update(simulator_overrides("tamin", sim_url))
     if ditas is not None:
+        overrides.update(simulator_overrides("ditas", ditas.base_url))
         overrides.update(sepas_overrides(ditas, workdir))
     return load_config(base, overrides)
 
@@ -53,12 +54,13 @@ def simulator_overrides(simulator: str, url: str) -> dict[str, str]:
 
 
 def sepas_overrides(ditas: SimServer, workdir: Path) -> dict[str, str]:
-    """SEPAS on, against the DITAS simulator: its credentials, and the public half of its key."""
+    """SEPAS on, against the DITAS simulator (its URL comes from ``simulator_overrides``): its
+    credentials, and the public half of its key."""
     key_file = workdir / "moh-public.pem"
     key_file.write_bytes(ditas.app.state.registry.public_key_pem)
     settings = DitasSimSettings()
     values = {
-        "ENABLED": "true", "BASE_URL": ditas.base_url, "AUTH__CLIENT_ID": settings.client_id,
+        "ENABLED": "true", "AUTH__CLIENT_ID": settings.client_id,
         "AUTH__CLIENT_SECRET": settings.client_secret, "AUTH__USERNAME": settings.username,
         "AUTH__PASSWORD": settings.password, "PIDS__DEFAULT": "demo-package-id",
         "SYSTEM_ID": "4e794d6f-45a2-1186-817c-5e34e3fcf8ac",

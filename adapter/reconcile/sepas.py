@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from adapter.destinations.auth import PasswordGrantProvider, TokenCache
 from adapter.destinations.http import Endpoint, Exchange, Request
-from adapter.destinations.sepas.client import lookup_body
+from adapter.destinations.sepas.client import DESTINATION, lookup_body
 from adapter.destinations.sepas.messages import MessageProblem, spec_for
 from adapter.reconcile.common import Interval, accepted_in, chunks, move, upsert
 from adapter.reconcile.insurer import InsurerPermanent, answer_or_raise
@@ -38,7 +38,6 @@ from adapter.reconcile.models import ReconciliationResult
 from adapter.store.models import Submission
 from adapter.store.states import RECONCILABLE
 
-DESTINATION = "sepas"
 ACTOR = "airflow:reconcile_submissions"
 OPERATIONS = ("create", "update")
 PRINCIPAL = "ditas"
