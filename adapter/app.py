@@ -18,13 +18,13 @@ from adapter.destinations.auth import TokenCache
 from adapter.destinations.http import Recorder
 from adapter.destinations.plugin import BuildContext, Built
 from adapter.destinations.registry import Configured
-from adapter.keys import load_key
+from adapter.keys import load_key, payload_key_problems
 from adapter.mapping import MappingError, MappingSet, load_mappings
 from adapter.outage.control import OutageControl, settings_from_config
 from adapter.pipeline.dispatch import Dispatcher
 from adapter.pipeline.intake import FallbackPolicy, Intake
 from adapter.store import at_rest
-from adapter.store.db import make_engine, make_sessionmaker, upgrade
+from adapter.store.db import StoreUnusable, check_writable, make_engine, make_sessionmaker, upgrade
 from adapter.store.refresh_tokens import DbRefreshTokenStore
 
 
@@ -50,10 +50,26 @@ class App:
 
 
 def open_store(config: AdapterConfig) -> tuple[Engine, sessionmaker[Session]]:
-    """Engine + sessions, with the schema migrated to the newest version."""
+    """Engine + sessions, with the schema migrated to the newest version.
+
+    Raises ``ConfigError`` (one line: file, key, fix) when the payload key is set but empty or
+    not a key, or when the store cannot be created or written (``StoreUnusable``): a read-only
+    store stops here, at start-up, not at the first write of a running loop."""
+    problems = payload_key_problems(config.secrets.payload_key_env, source=config.source_file)
+    if problems:
+        raise ConfigError(problems)
     at_rest.use_key_env(config.secrets.payload_key_env)
-    upgrade(config.database.url)
-    engine = make_engine(config.database.url)
+    url = config.database.url
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            check_writable(engine, url)
+        except BaseException:
+            engine.dispose()
+            raise
+    except StoreUnusable as exc:
+        raise exc.named(config.source_file) from None
     return engine, make_sessionmaker(engine)
 
 

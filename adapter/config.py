@@ -4,16 +4,21 @@ Order: the YAML file given with ``--config`` (default ``config/embedded.yaml``),
 environment variables ``ADAPTER__SECTION__KEY=value`` (double underscore between levels,
 case-insensitive; values parsed as YAML scalars, so ``true``/``5`` work). Secrets are
 never written in the file: a key ending in ``_env`` names the environment variable that
-holds the secret, a key ending in ``_file`` names a file (mode 600) that holds it.
+holds the secret, a key ending in ``_file`` names a file (mode 600) that holds it; an empty
+one is refused (``read_secret``). A secret written in the file itself (``client_secret:``,
+``password:``) is accepted only for a destination whose URLs are all on this machine (the
+bundled simulators, as in ``config/embedded.yaml``).
 
 Every problem is reported as ``<file>: <key>: <what is wrong> -- fix: <how>``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -513,7 +518,87 @@ def load_config(path: Path | str | None = None, environ: dict[str, str] | None =
         config = AdapterConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_lines(exc, str(source), _flatten(overrides))) from None
+    literal_problems = _literal_secret_lines(config, str(source), _flatten(overrides))
+    if literal_problems:
+        raise ConfigError(literal_problems)
     return config.model_copy(update={"source_file": str(source)})
+
+
+def is_this_machine(url: str) -> bool:
+    """Whether ``url``'s host is this machine: ``localhost``, 127.0.0.0/8 or ::1."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _literal_fields(model: BaseModel, loc: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+    """(location, value) of every secret written in the config: a field ``X`` with ``X_env`` and
+    ``X_file`` beside it (``client_secret``, ``password``, ...), in ``model`` and below it."""
+    found: list[tuple[tuple[str, ...], Any]] = []
+    fields = type(model).model_fields
+    for name in fields:
+        value = getattr(model, name)
+        if f"{name}_env" in fields and f"{name}_file" in fields and value is not None:
+            found.append((loc + (name,), value))
+        elif isinstance(value, BaseModel):
+            found += _literal_fields(value, loc + (name,))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, BaseModel):
+                    found += _literal_fields(item, loc + (name, str(key)))
+    return found
+
+
+def _urls(model: BaseModel) -> list[str]:
+    """Every ``*base_url`` a destination's section has (its API host, its token host)."""
+    urls: list[str] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if name.endswith("base_url") and isinstance(value, str):
+            urls.append(value)
+        elif isinstance(value, BaseModel):
+            urls += _urls(value)
+    return urls
+
+
+def _shown(url: str) -> str:
+    """A URL as it may be printed: scheme and host only (no user, password, path or query)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "") if parts.scheme else "?"
+    except ValueError:
+        return "?"
+
+
+def _literal_secret_lines(config: AdapterConfig, source: str, env_keys: set[tuple[str, ...]]) -> list[str]:
+    """A secret written in the config (``client_secret:``, ``password:``, ...) is for the bundled
+    simulator: refused unless every URL of its destination is on this machine."""
+    lines = []
+    for name in type(config.destinations).model_fields:
+        section = getattr(config.destinations, name)
+        if not isinstance(section, BaseModel):
+            continue
+        remote = [url for url in _urls(section) if not is_this_machine(url)]
+        if not remote:
+            continue
+        for loc, _ in _literal_fields(section, ("destinations", name)):
+            key = ".".join(loc)
+            origin = _env_name(loc) if _from_env(loc, env_keys) else source
+            lines.append(f"{origin}: {key}: a secret written in the config is accepted only for a destination on "
+                         f"this machine (the bundled simulator), not for {_shown(remote[0])} -- fix: remove it and put "
+                         f"the secret in an environment variable named by {key}_env or a mode-600 file named by "
+                         f"{key}_file")
+    return lines
 
 
 def read_secret(env_name: str | None, file_name: str | None, literal: str | None, *, what: str, source: str,
@@ -529,12 +614,18 @@ def read_secret(env_name: str | None, file_name: str | None, literal: str | None
 
 def _read_secret(env_name: str | None, file_name: str | None, literal: str | None, *, what: str, source: str,
                  environ: dict[str, str] | None = None) -> str:
+    """The secret, never empty: a variable that is set but empty (or only whitespace), an empty
+    file and an empty literal are refused like a missing one, so no caller ever holds ``""``."""
     environ = dict(os.environ) if environ is None else environ
     if env_name:
         value = environ.get(env_name)
-        if value:
+        if value is not None and value.strip():
             return value
-        if not file_name and not literal:
+        if value is not None:
+            raise ConfigError([f"{source}: {what}_env: environment variable {env_name} is set but empty -- fix: "
+                               f"export {env_name}=<secret> (not empty), or unset it"
+                               + (f" to use {what}_file" if file_name else "")])
+        if not file_name and literal is None:
             raise ConfigError([f"{source}: {what}_env: environment variable {env_name} is not set -- fix: export {env_name}=<secret>"])
     if file_name:
         secret_path = Path(file_name)
@@ -543,7 +634,18 @@ def _read_secret(env_name: str | None, file_name: str | None, literal: str | Non
         mode = secret_path.stat().st_mode & 0o777
         if mode & 0o077:
             raise ConfigError([f"{source}: {what}_file: {file_name} is readable by others (mode {mode:o}) -- fix: chmod 600 {file_name}"])
-        return secret_path.read_text(encoding="utf-8").strip()
-    if literal:
-        return literal
+        try:
+            text = secret_path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError([f"{source}: {what}_file: {file_name} cannot be read ({reason}) -- fix: make it a "
+                               "mode-600 text file holding the secret"]) from None
+        if not text:
+            raise ConfigError([f"{source}: {what}_file: {file_name} is empty -- fix: write the secret into "
+                               f"{file_name} (mode 600)"])
+        return text
+    if literal is not None:
+        if literal.strip():
+            return literal
+        raise ConfigError([f"{source}: {what}: is empty -- fix: remove it and set {what}_env or {what}_file"])
     raise ConfigError([f"{source}: {what}: no secret given -- fix: set {what}_env or {what}_file"])

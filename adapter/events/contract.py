@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
+from contextvars import ContextVar
 from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
@@ -18,12 +20,23 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     Strict,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from adapter.events.dates import DateProblem, parse_date
+from adapter.events.dates import (
+    MOMENT_MAX_DAYS_AHEAD,
+    OCCURRED_AT_MAX_DAYS_AHEAD,
+    PLANNED_MAX_DAYS_AHEAD,
+    DateProblem,
+    parse_date,
+    window_problem,
+)
 from adapter.events.digits import to_ascii_digits
 from adapter.events.identity import national_code_problem
 
@@ -64,14 +77,113 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# -- the sanity window of clinical dates (issue 16 item 13; limits in adapter/events/dates.py) ---
+# An event's payload dates are judged against its own ``occurred_at``: the envelope puts it
+# here while its payload is validated (None: outside an envelope, or occurred_at is itself
+# wrong; the dates are then judged against now).
+_OCCURRED_AT: ContextVar[dt.datetime | None] = ContextVar("occurred_at", default=None)
 
 
-Digits = Annotated[str, BeforeValidator(_ascii_digits)]
+def _in_window(value: dt.date, info: ValidationInfo, days_ahead: int) -> None:
+    problem = window_problem(value, _OCCURRED_AT.get(), days_ahead)
+    if problem:
+        raise ValueError(f"{info.field_name or 'the date'} is outside the date window: {problem}")
+
+
+def _moment_in_window(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
+    _in_window(value, info, MOMENT_MAX_DAYS_AHEAD)
+    return value
+
+
+def _planned_in_window(value: dt.date, info: ValidationInfo) -> dt.date:
+    _in_window(value, info, PLANNED_MAX_DAYS_AHEAD)
+    return value
+
+
+def _occurred_in_window(value: dt.datetime) -> dt.datetime:
+    problem = window_problem(value, None, OCCURRED_AT_MAX_DAYS_AHEAD)
+    if problem:
+        raise ValueError(f"occurred_at is outside the date window: {problem}")
+    return value
+
+
+# -- characters (issue 16 item 15) ------------------------------------------------------------
+# Every string: no C0/C1 control character but TAB, LF, CR (free text keeps its line breaks).
+# Ids and codes (``IdText``): no control character at all, no invisible format character
+# (bidi controls, zero-width space, BOM...), no line or paragraph separator, no lone surrogate.
+# Names (``Name``): the same, but ZWNJ and ZWJ (Persian spelling needs ZWNJ) stay, and the
+# directional marks LRM, RLM, ALM (invisible, left by copy-paste, they reorder nothing) are
+# dropped; the bidi embeddings, overrides and isolates U+202A-U+202E, U+2066-U+2069 are refused.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_DIRECTIONAL_MARKS = str.maketrans("", "", "\u200e\u200f\u061c")
+_JOINERS = frozenset("\u200c\u200d")
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _suspect_pattern() -> re.Pattern[str]:
+    """Any character that may be refused: the refused categories of the Basic Multilingual Plane
+    (listed once, at import: a few ms), and anything beyond it (rare; judged one by one)."""
+    chars = [chr(c) for c in range(0x10000) if unicodedata.category(chr(c)) in _REFUSED_CATEGORIES]
+    return re.compile("[" + "".join(re.escape(c) for c in chars) + "\U00010000-\U0010FFFF]")
+
+
+_SUSPECT = _suspect_pattern()
+
+
+def _refused_character(value: str, allowed: frozenset[str] = frozenset()) -> str | None:
+    """What the first refused character is, for the reason; None when there is none. The
+    pattern finds the clean strings (nearly all of them) without a per-character loop."""
+    if _SUSPECT.search(value) is None:
+        return None
+    for char in value:
+        category = unicodedata.category(char)
+        if category in _REFUSED_CATEGORIES and char not in allowed:
+            code = f"U+{ord(char):04X}"
+            if char in _BIDI_CONTROLS:
+                return f"bidi control {code} (an embedding, override or isolate: it changes how the text displays)"
+            if category == "Cc":
+                return f"control character {code}"
+            if category == "Cs":
+                return f"lone surrogate {code}"
+            if category in ("Zl", "Zp"):
+                return f"line or paragraph separator {code}"
+            return f"invisible format character {code}"
+    return None
+
+
+def _id_characters(value: str) -> str:
+    refused = _refused_character(value)
+    if refused:
+        raise ValueError(f"{refused} is not allowed in an id or code")
+    return value
+
+
+def _drop_directional_marks(value: Any) -> Any:
+    return value.translate(_DIRECTIONAL_MARKS) if isinstance(value, str) else value
+
+
+def _name_characters(value: str) -> str:
+    refused = _refused_character(value, _JOINERS)
+    if refused:
+        raise ValueError(f"{refused} is not allowed in a name")
+    return value
+
+
+Digits = Annotated[str, BeforeValidator(_ascii_digits), AfterValidator(_id_characters)]
 NationalCode = Annotated[str, BeforeValidator(_ascii_digits), AfterValidator(_national_code)]
 CalendarDate = Annotated[dt.date, BeforeValidator(_calendar_date)]
 AwareDateTime = Annotated[dt.datetime, BeforeValidator(_datetime_text), AfterValidator(_aware)]
-Text = Annotated[str, Field(min_length=1, max_length=200)]
+# the dates of clinical events: the sanity window above (birth dates are CalendarDate: none)
+Moment = Annotated[AwareDateTime, AfterValidator(_moment_in_window)]
+PlannedDate = Annotated[CalendarDate, AfterValidator(_planned_in_window)]
+OccurredAt = Annotated[AwareDateTime, AfterValidator(_occurred_in_window)]
+# every id and HIS code; every person's, specialty's or facility's name
+IdText = Annotated[str, AfterValidator(_id_characters)]
+Id = Annotated[IdText, Field(min_length=1, max_length=64)]
+Code = Id
+Name = Annotated[str, BeforeValidator(_drop_directional_marks), Field(min_length=1, max_length=200),
+                 AfterValidator(_name_characters)]
 Mobile = Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^(\+98|0098|0)?9[0-9]{9}$")]
 
 
@@ -120,8 +232,8 @@ class Sex(str, Enum):
 
 class Patient(_Model):
     identity: PatientIdentity
-    first_name: Text
-    last_name: Text
+    first_name: Name
+    last_name: Name
     birth_date: CalendarDate | None = None
     age_years: Annotated[int, Strict(), Field(ge=0, le=130)] | None = None
     sex: Sex
@@ -140,11 +252,11 @@ MedicalCouncilNo = Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=
 class Provider(_Model):
     """A clinician who provides a service (pharmacist, lab physician, radiologist, technician)."""
 
-    first_name: Text
-    last_name: Text
+    first_name: Name
+    last_name: Name
     medical_council_no: MedicalCouncilNo
     national_code: NationalCode
-    specialty: Text | None = None
+    specialty: Name | None = None
     mobile: Mobile | None = None
 
 
@@ -164,29 +276,29 @@ class PrescriptionKind(str, Enum):
 class PrescriptionItem(_Model):
     """One prescribed item, in the HIS's own codes (the mapping's code tables translate)."""
 
-    code: Annotated[str, Field(min_length=1, max_length=64)]
+    code: Id
     quantity: Annotated[int, Strict(), Field(gt=0, le=10_000)]
-    dose: Annotated[str, Field(max_length=64)] | None = None  # HIS code: amount / times a day
-    instruction: Annotated[str, Field(max_length=64)] | None = None  # HIS code: time of use
+    dose: Annotated[IdText, Field(max_length=64)] | None = None  # HIS code: amount / times a day
+    instruction: Annotated[IdText, Field(max_length=64)] | None = None  # HIS code: time of use
     note: Annotated[str, Field(max_length=500)] | None = None
-    start_on: CalendarDate | None = None
+    start_on: PlannedDate | None = None
     diagnosis_icd10: Annotated[str, Field(pattern=r"^[A-Z][0-9]{2}(\.[0-9]{1,4})?$")] | None = None
 
 
 class VisitAdmitted(_Model):
-    visit_id: Annotated[str, Field(min_length=1, max_length=64)]
-    admitted_at: AwareDateTime
+    visit_id: Id
+    admitted_at: Moment
     admission_type: Literal["outpatient", "inpatient", "emergency"]
     patient: Patient
     attending: Prescriber
 
 
 class _PrescriptionBody(_Model):
-    prescription_id: Annotated[str, Field(min_length=1, max_length=64)]
-    visit_id: Annotated[str, Field(max_length=64)] | None = None
+    prescription_id: Id
+    visit_id: Annotated[IdText, Field(max_length=64)] | None = None
     kind: PrescriptionKind
-    prescribed_at: AwareDateTime
-    expires_on: CalendarDate | None = None
+    prescribed_at: Moment
+    expires_on: PlannedDate | None = None
     patient: Patient
     prescriber: Prescriber
     comments: Annotated[str, Field(max_length=1000)] | None = None
@@ -210,9 +322,9 @@ class PrescriptionUpdated(_PrescriptionBody):
 
 
 class PrescriptionCancelled(_Model):
-    prescription_id: Annotated[str, Field(min_length=1, max_length=64)]
+    prescription_id: Id
     kind: PrescriptionKind
-    cancelled_at: AwareDateTime
+    cancelled_at: Moment
     reason: Annotated[str, Field(max_length=500)] | None = None
     patient: Patient
     prescriber: Prescriber
@@ -221,14 +333,13 @@ class PrescriptionCancelled(_Model):
 # -- bill.closed: the HIS closed a visit's bill; SEPAS receives it as a PatientBill. ------------
 # Amounts are integer Rial; codes are the HIS's own (the sepas mapping's tables translate them).
 
-Code = Annotated[str, Field(min_length=1, max_length=64)]
 Rial = Annotated[int, Field(ge=0, le=10**13)]
 
 
 class BillInsurance(_Model):
     insurer: Code  # HIS insurer code
     box: Code | None = None  # HIS insurance-box (fund) code
-    insured_number: Annotated[str, Field(max_length=40)] | None = None
+    insured_number: Annotated[IdText, Field(max_length=40)] | None = None
     hid: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{6,20}$")] | None = None  # SHEBAD, if the HIS has it
 
 
@@ -240,8 +351,8 @@ class BillOtherCost(_Model):
 class BillService(_Model):
     code: Code  # HIS service / drug / consumable code
     quantity: Annotated[int, Field(gt=0, le=100_000)]
-    started_at: AwareDateTime
-    ended_at: AwareDateTime | None = None
+    started_at: Moment
+    ended_at: Moment | None = None
     ward: Code | None = None  # HIS ward code
     total_charge: Rial
     basic_insurance: Rial = 0
@@ -253,17 +364,17 @@ class BillService(_Model):
 class BillDiagnosis(_Model):
     icd10: Annotated[str, Field(pattern=r"^[A-Z][0-9]{2}(\.[0-9]{1,4})?$")]
     status: Literal["initial", "during_treatment", "final"] = "final"
-    diagnosed_at: AwareDateTime | None = None
+    diagnosed_at: Moment | None = None
 
 
 class BillClosed(_Model):
-    bill_id: Annotated[str, Field(min_length=1, max_length=64)]
-    visit_id: Annotated[str, Field(min_length=1, max_length=64)]
-    medical_record_number: Annotated[str, Field(min_length=1, max_length=40)]
+    bill_id: Id
+    visit_id: Id
+    medical_record_number: Annotated[IdText, Field(min_length=1, max_length=40)]
     admission_type: Literal["outpatient", "inpatient", "emergency"]
-    admitted_at: AwareDateTime
-    discharged_at: AwareDateTime | None = None
-    closed_at: AwareDateTime
+    admitted_at: Moment
+    discharged_at: Moment | None = None
+    closed_at: Moment
     ward: Code | None = None  # admission ward, HIS code
     patient: Patient
     attending: Prescriber
@@ -274,7 +385,7 @@ class BillClosed(_Model):
     other_costs: Annotated[list[BillOtherCost], Field(max_length=20)] = []
     services: Annotated[list[BillService], Field(min_length=1, max_length=2000)]
     diagnoses: Annotated[list[BillDiagnosis], Field(max_length=50)] = []
-    facility_name: Text | None = None
+    facility_name: Name | None = None
 
 
 # -- provider side (seed 002 s.9): dispensing, paraclinic and lab results. ---------------------
@@ -289,7 +400,7 @@ IrcCode = Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^[0-9]{
 class PrescriptionRef(_Model):
     """Which Tamin prescription is served: the HIS's own (sent by this adapter) or a tracking code."""
 
-    prescription_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    prescription_id: Id | None = None
     tracking_code: Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^[0-9A-Za-z]{4,20}$")] | None = None
 
     @model_validator(mode="after")
@@ -310,10 +421,10 @@ class DispensedItem(_Model):
 
 
 class DispenseCompleted(_Model):
-    dispense_id: Annotated[str, Field(min_length=1, max_length=64)]
+    dispense_id: Id
     prescription: PrescriptionRef
-    visit_id: Annotated[str, Field(max_length=64)] | None = None
-    dispensed_at: AwareDateTime
+    visit_id: Annotated[IdText, Field(max_length=64)] | None = None
+    dispensed_at: Moment
     patient: Patient
     pharmacist: Provider
     prescriber: Prescriber | None = None  # who wrote it, when the HIS knows
@@ -335,10 +446,10 @@ class ParaclinicService(_Model):
 
 
 class _ParaclinicBody(_Model):
-    order_id: Annotated[str, Field(min_length=1, max_length=64)]  # the lab / imaging unit's order
+    order_id: Id  # the lab / imaging unit's order
     category: ParaclinicCategory
     prescription: PrescriptionRef
-    visit_id: Annotated[str, Field(max_length=64)] | None = None
+    visit_id: Annotated[IdText, Field(max_length=64)] | None = None
     patient: Patient
     services: Annotated[list[ParaclinicService], Field(min_length=1, max_length=100)]
     diagnoses: Annotated[list[Icd10], Field(max_length=20)] = []
@@ -347,14 +458,14 @@ class _ParaclinicBody(_Model):
 class ParaclinicRequested(_ParaclinicBody):
     """The lab or imaging unit accepted an order for a Tamin prescription (Tamin: register the request)."""
 
-    requested_at: AwareDateTime
+    requested_at: Moment
     ordering: Prescriber  # the physician who ordered
 
 
 class ParaclinicCompleted(_ParaclinicBody):
     """The services were performed (Tamin: confirm the registered request)."""
 
-    completed_at: AwareDateTime
+    completed_at: Moment
     performer: Provider  # technician, lab physician or radiologist
     report: Annotated[str, Field(max_length=4000)] | None = None  # imaging report / lab comment
 
@@ -365,15 +476,15 @@ class LabObservation(_Model):
     unit: Annotated[str, Field(max_length=40)] | None = None
     reference_range: Annotated[str, BeforeValidator(_ascii_digits), Field(max_length=100)] | None = None
     interpretation: Literal["normal", "low", "high", "abnormal", "critical"] | None = None
-    observed_at: AwareDateTime | None = None
+    observed_at: Moment | None = None
 
 
 class LabResultReported(_Model):
-    result_id: Annotated[str, Field(min_length=1, max_length=64)]
-    order_id: Annotated[str, Field(min_length=1, max_length=64)]
-    visit_id: Annotated[str, Field(max_length=64)] | None = None
-    reported_at: AwareDateTime
-    specimen_collected_at: AwareDateTime | None = None
+    result_id: Id
+    order_id: Id
+    visit_id: Annotated[IdText, Field(max_length=64)] | None = None
+    reported_at: Moment
+    specimen_collected_at: Moment | None = None
     patient: Patient
     reporter: Provider  # the lab physician who signs the result
     ordering: Prescriber | None = None
@@ -384,10 +495,32 @@ class LabResultReported(_Model):
 class _Envelope(_Model):
     event_id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
     schema_version: Literal["1"]
-    occurred_at: AwareDateTime
-    facility_siam_id: Annotated[str, BeforeValidator(_ascii_digits), Field(min_length=1, max_length=40)]
-    source_system: Annotated[str, Field(min_length=1, max_length=64)]
-    correlation_id: Annotated[str, Field(max_length=100)] | None = None
+    occurred_at: OccurredAt
+    facility_siam_id: Annotated[IdText, BeforeValidator(_ascii_digits), Field(min_length=1, max_length=40)]
+    source_system: Id
+    correlation_id: Annotated[IdText, Field(max_length=100)] | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _payload_dates_against_occurred_at(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        token = _OCCURRED_AT.set(_occurred_at_of(data))
+        try:
+            return handler(data)
+        finally:
+            _OCCURRED_AT.reset(token)
+
+
+_OCCURRED_AT_ADAPTER: TypeAdapter[dt.datetime] = TypeAdapter(OccurredAt)
+
+
+def _occurred_at_of(data: Any) -> dt.datetime | None:
+    """The envelope's ``occurred_at`` when it is itself valid (else the payload is judged against now)."""
+    if not isinstance(data, dict) or "occurred_at" not in data:
+        return None
+    try:
+        return _OCCURRED_AT_ADAPTER.validate_python(data["occurred_at"])
+    except ValidationError:
+        return None
 
 
 class VisitAdmittedEvent(_Envelope):

@@ -28,6 +28,45 @@ class DateProblem(ValueError):
     """A date that cannot be read without guessing."""
 
 
+# -- sanity window for the dates of clinical events (issue 16 item 13) ------------------------
+# A date that reads correctly can still be a typo or the wrong calendar read as the other
+# (1329 vs 1950, 2090 for 2009). The contract refuses the dates of clinical events outside:
+#
+# * before ``CLINICAL_DATE_FLOOR``: no system this adapter sends to (Tamin's e-prescription,
+#   SEPAS/DITAS) holds anything older; the envelope's ``occurred_at`` too;
+# * a moment (``prescribed_at``, ``admitted_at``, ``dispensed_at``, ... every date-time in a
+#   payload) more than ``MOMENT_MAX_DAYS_AHEAD`` after the event's own ``occurred_at``: it has
+#   happened when the HIS reports it; the margin covers clock skew and a wrong UTC offset;
+# * a planned date (``expires_on``, an item's ``start_on``) more than
+#   ``PLANNED_MAX_DAYS_AHEAD`` after ``occurred_at``: repeat prescriptions run for months;
+# * ``occurred_at`` more than ``OCCURRED_AT_MAX_DAYS_AHEAD`` after now (the payload's dates are
+#   then judged against now).
+#
+# There is no lower bound relative to now or to ``occurred_at``: an event read again by a
+# replay months later, or a bill of a long stay, stays valid. Birth dates have no window.
+CLINICAL_DATE_FLOOR = dt.date(2010, 1, 1)
+MOMENT_MAX_DAYS_AHEAD = 1
+PLANNED_MAX_DAYS_AHEAD = 366
+OCCURRED_AT_MAX_DAYS_AHEAD = 1
+
+
+def window_problem(value: dt.date, reference: dt.datetime | None, days_ahead: int) -> str | None:
+    """Why a clinical date (or date-time) is outside its sanity window, or None.
+
+    ``reference`` is the event's ``occurred_at``; None means now. A date-only value is compared
+    with the reference's calendar day in the reference's own offset."""
+    day = value.date() if isinstance(value, dt.datetime) else value
+    early = day < CLINICAL_DATE_FLOOR
+    if not early:
+        limit = (reference or dt.datetime.now(dt.timezone.utc)) + dt.timedelta(days=days_ahead)
+        if not (value > limit if isinstance(value, dt.datetime) else value > limit.date()):
+            return None  # the common case: no message is built
+    anchor = "the event's occurred_at" if reference is not None else "now"
+    days = f"{days_ahead} day" + ("" if days_ahead == 1 else "s")
+    window = f"the window is {CLINICAL_DATE_FLOOR} to {days} after {anchor}"
+    return f"before {CLINICAL_DATE_FLOOR} ({window})" if early else f"more than {days} after {anchor} ({window})"
+
+
 def parse_date(raw: str) -> dt.date:
     """Read a Gregorian or Solar Hijri date and return it as a Gregorian ``date``."""
     text = to_ascii_digits(raw.strip())

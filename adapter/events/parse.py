@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from adapter.events.contract import EVENT_TYPES, SCHEMA_VERSION, Event
-from adapter.redact import redact_text
+from adapter.redact import keyed_digest, redact_text
 
 _EVENT = TypeAdapter(Event)
 MAX_BODY_BYTES = 1_000_000
@@ -43,12 +43,20 @@ class EventRejected(Exception):
         super().__init__("; ".join(str(p) for p in problems))
 
 
-def mask_value(value: Any) -> str:
-    """Show the shape of a value, never its content: length and a short digest."""
+VALUE_DIGEST_PURPOSE = "adapter.events.problem-value"
+
+
+def mask_value(value: Any, key: bytes | None = None) -> str:
+    """Show the shape of a value, never its content: its type and length and, given a key (intake
+    passes the patient HMAC key), a short keyed digest, so operators can tell two values apart
+    (the same wrong code in many events, a corrected value) while nobody without the key can test
+    a guess. Without a key, no digest: an unkeyed hash of a birth date or a national code is
+    reversed by trying every candidate."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:8]
     kind = type(value).__name__
-    return f"<{kind} len={len(text)} sha256:{digest}>"
+    if key is None:
+        return f"<{kind} len={len(text)}>"
+    return f"<{kind} len={len(text)} hmac:{keyed_digest(text, key, VALUE_DIGEST_PURPOSE)}>"
 
 
 def body_fingerprint(body: bytes) -> str:
@@ -95,7 +103,7 @@ def _safe_text(text: str, limit: int = 60) -> str:
     return redact_text(clean)[:limit]
 
 
-def _problems_from(error: ValidationError) -> list[Problem]:
+def _problems_from(error: ValidationError, value_key: bytes | None) -> list[Problem]:
     problems: list[Problem] = []
     for item in error.errors(include_url=False):
         loc = [_safe_text(str(part)) for part in item["loc"]]
@@ -104,13 +112,14 @@ def _problems_from(error: ValidationError) -> list[Problem]:
             loc = loc[1:]
         field = ".".join(loc) or "$"
         rule = _safe_text(item["msg"].removeprefix("Value error, "), 300)
-        value = "" if item["type"] == "missing" else mask_value(item.get("input"))
+        value = "" if item["type"] == "missing" else mask_value(item.get("input"), value_key)
         problems.append(Problem(field, rule, value))
     return problems
 
 
-def parse_event(body: bytes | str) -> Event:
-    """Validate a message body against contract v1."""
+def parse_event(body: bytes | str, *, value_key: bytes | None = None) -> Event:
+    """Validate a message body against contract v1. ``value_key``: the key of ``mask_value``'s
+    digests in the problems of a rejected body (none without it)."""
     raw = _read_json(body)
     if not isinstance(raw, dict):
         raise EventRejected([Problem("$", f"expected a JSON object, got {type(raw).__name__}")], None, None)
@@ -119,7 +128,7 @@ def parse_event(body: bytes | str) -> Event:
     event_type = _event_type_or_none(raw_type)
     if event_type is None:
         known = ", ".join(EVENT_TYPES)
-        problem = Problem("event_type", f"unknown event type; known: {known}", mask_value(raw_type)) if raw_type \
+        problem = Problem("event_type", f"unknown event type; known: {known}", mask_value(raw_type, value_key)) if raw_type \
             else Problem("event_type", "missing")
         raise EventRejected([problem], event_id, None)
     if raw.get("schema_version") != SCHEMA_VERSION:
@@ -127,6 +136,6 @@ def parse_event(body: bytes | str) -> Event:
     try:
         return _EVENT.validate_python(raw)
     except ValidationError as exc:
-        raise EventRejected(_problems_from(exc), event_id, event_type) from None
+        raise EventRejected(_problems_from(exc, value_key), event_id, event_type) from None
     except RecursionError:
         raise EventRejected([Problem("$", "JSON nested too deeply")], event_id, event_type) from None

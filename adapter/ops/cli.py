@@ -297,10 +297,13 @@ def schema(out: Annotated[Optional[Path], typer.Option(help="write to this file 
 @app.command("db-upgrade")
 def db_upgrade(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Migrate the database schema to the newest version (adapter run does this too)."""
-    from adapter.store.db import upgrade
+    from adapter.store.db import StoreUnusable, upgrade
 
     cfg = config_or_exit(config)
-    upgrade(cfg.database.url)
+    try:
+        upgrade(cfg.database.url)
+    except StoreUnusable as exc:
+        fail_config(exc.named(cfg.source_file))
     err.print("schema is up to date")
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from adapter.config import AdapterConfig, ConfigError, load_config
 
@@ -34,9 +35,26 @@ def config_or_exit(path: Path) -> AdapterConfig:
 
 def fail_config(exc: ConfigError) -> NoReturn:
     err.print("[bold red]configuration problem[/] (nothing was started):")
-    for line in exc.lines:
-        err.print(f"  {line}", markup=False, highlight=False)
+    for line in exc.lines:  # never folded at the terminal's width: one problem, one line (grep, journald)
+        err.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+class ConfigProblemsGroup(TyperGroup):
+    """The ``adapter`` command group: a ``ConfigError`` that escapes any sub-command (the store
+    found read-only while a command opens it, say) ends it as every configuration problem does,
+    one line per problem and exit code 2, not a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            fail_config(exc)
+
+
+def report_config_problems(app: typer.Typer) -> None:
+    """Make ``app`` (the main command) end every sub-command's escaped ``ConfigError`` with ``fail_config``."""
+    app.info.cls = ConfigProblemsGroup
 
 
 def print_json(data: Any) -> None:

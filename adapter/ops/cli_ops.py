@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from adapter.config import DEFAULT_CONFIG, AdapterConfig, ConfigError, load_config
-from adapter.ops.cli_common import ConfigOption
+from adapter.ops.cli_common import ConfigOption, report_config_problems
 
 
 
@@ -56,7 +56,23 @@ def config_problems(path: Path, environ: dict[str, str] | None = None) -> tuple[
         check_alert_channels(config, environ)
     except ConfigError as exc:
         problems += exc.lines
+    problems += _key_problems(config, environ)
     return _unique(problems), config
+
+
+def _key_problems(config: AdapterConfig, environ: dict[str, str] | None) -> list[str]:
+    """The local keys (patient key, refresh-token key, payload key): missing, empty or unreadable
+    ones. Nothing is created: a key file that does not exist yet is made by ``adapter run``. The
+    refresh-token key is needed only for doctor_refresh; an empty one is reported all the same."""
+    from adapter.keys import key_problems, payload_key_problems
+
+    secrets, source = config.secrets, config.source_file
+    refresh = config.destinations.tamin.auth.mode == "doctor_refresh"
+    return (key_problems(secrets.patient_ref_key_env, secrets.token_key_file, source=source, key_name="patient_ref_key",
+                         environ=environ)
+            + key_problems(secrets.token_key_env, secrets.token_key_file, source=source, key_name="token_key",
+                           environ=environ, required=refresh)
+            + payload_key_problems(secrets.payload_key_env, source=source, environ=environ))
 
 
 def _enabled_or_none(config: AdapterConfig) -> list[str]:
@@ -88,6 +104,7 @@ def register(app: typer.Typer) -> None:
     from adapter.ops.logs import install_redaction
 
     install_redaction()
+    report_config_problems(app)  # any command's ConfigError (a read-only store, ...): the lines, exit 2
     config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
     app.add_typer(config_app, name="config")
 

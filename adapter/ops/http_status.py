@@ -54,20 +54,30 @@ class StatusAuth:
     password: str | None = None
 
     def allows(self, header: str | None) -> bool:
+        """Whether ``header`` (the request's Authorization) carries the credentials. An empty
+        credential never matches, configured or presented (``resolve_auth`` refuses to start with
+        one; this holds even if one got here). Secrets are compared with ``hmac.compare_digest``,
+        every part of a pair always compared, so the time taken tells nothing about them."""
         if not header:
             return False
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         if self.token is not None and scheme == "bearer":
-            return hmac.compare_digest(value.strip().encode(), self.token.encode())
+            presented = value.strip().encode()
+            return hmac.compare_digest(presented, self.token.encode()) & bool(presented) & _filled(self.token)
         if self.user is not None and self.password is not None and scheme == "basic":
             try:
                 user, _, password = base64.b64decode(value.strip()).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 return False
             return hmac.compare_digest(user.encode(), self.user.encode()) & \
-                hmac.compare_digest(password.encode(), self.password.encode())
+                hmac.compare_digest(password.encode(), self.password.encode()) & \
+                bool(user) & bool(password) & _filled(self.user) & _filled(self.password)
         return False
+
+
+def _filled(secret: str) -> bool:
+    return bool(secret.strip())
 
 
 def is_loopback(host: str) -> bool:
@@ -99,6 +109,15 @@ def resolve_auth(config: AdapterConfig) -> StatusAuth | None:
     elif status.basic_password_env or status.basic_password_file:
         raise ConfigError([f"{source}: status.basic_password_env: a password without status.basic_user -- fix: "
                            "set status.basic_user too (or use status.token_env)"])
+    # read_secret never returns an empty secret; refuse one here too, whatever the reader did
+    if token is not None and not _filled(token):
+        raise ConfigError([f"{source}: status.token_{'env' if status.token_env else 'file'}: the bearer token is "
+                           "empty -- fix: put a long random token in it"])
+    if password is not None and not _filled(password):
+        raise ConfigError([f"{source}: status.basic_password_{'env' if status.basic_password_env else 'file'}: the "
+                           "basic-auth password is empty -- fix: put a long random password in it"])
+    if user is not None and not _filled(user):
+        raise ConfigError([f"{source}: status.basic_user: is only whitespace -- fix: set a user name"])
     if token is None and user is None:
         if status.enabled and not is_loopback(status.host):
             raise ConfigError([f"{source}: status.host: {status.host} is reachable from other machines but the status "

@@ -1,23 +1,44 @@
 """One event's whole trail: the event (identifiers masked), its submissions, every attempt
-and every state change."""
+and every state change.
+
+The event body and the submissions' payloads are shown through ``redact_shown``: only values
+under its positive list of keys (ids, codes, states, quantities, dates of care) are printed, every
+other value is masked. What the adapter wrote itself (problems, errors, results, attempt
+summaries, reasons) is shown with identifiers and secrets masked (``redact_text``/``redact_tree``)."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from adapter.redact import redact_tree
+from adapter.redact import redact_shown, redact_text, redact_tree
 from adapter.store.models import Attempt, InboxEvent, StateChange, Submission
 
 
 def _event_body(row: InboxEvent) -> Any:
     try:
-        return redact_tree(json.loads(row.body))
-    except ValueError:
+        return redact_shown(json.loads(row.body))
+    except (ValueError, RecursionError):
         return {"unreadable_body_bytes": len(row.body)}
+
+
+# problems stored before values were keyed carry an unkeyed digest, which brute force reverses
+_UNKEYED_DIGEST = re.compile(r" sha256:[0-9a-f]{8}>")
+
+
+def _problems(problems: Any) -> Any:
+    if not isinstance(problems, list):
+        return problems
+    return [{k: _UNKEYED_DIGEST.sub(">", redact_text(v)) if isinstance(v, str) else v for k, v in p.items()}
+            if isinstance(p, dict) else p for p in problems]
+
+
+def _text(value: str | None) -> str | None:
+    return redact_text(value) if value else value
 
 
 def event_trail(session: Session, event_id: str) -> dict[str, Any] | None:
@@ -30,7 +51,7 @@ def event_trail(session: Session, event_id: str) -> dict[str, Any] | None:
         "event": {"event_id": row.event_id, "event_type": row.event_type, "status": row.status,
                   "received_at": row.received_at.isoformat(), "occurred_at": row.occurred_at.isoformat() if row.occurred_at else None,
                   "facility_siam_id": row.facility_siam_id, "duplicate_receipts": row.duplicate_receipts,
-                  "problems": row.problems, "body": _event_body(row)},
+                  "problems": _problems(row.problems), "body": _event_body(row)},
         "submissions": [_submission(session, s, changes) for s in submissions],
         "event_state_changes": [_change(c) for c in changes if c.submission_id is None],
     }
@@ -41,13 +62,13 @@ def _submission(session: Session, sub: Submission, changes: Any) -> dict[str, An
     return {
         "id": sub.id, "destination": sub.destination, "operation": sub.operation, "mapping": sub.mapping,
         "state": sub.state, "attempts": sub.attempts, "next_attempt_at": sub.next_attempt_at.isoformat() if sub.next_attempt_at else None,
-        "last_error": sub.last_error, "result": sub.result, "idempotency_key": sub.idempotency_key,
-        "payload": redact_tree(sub.payload),
+        "last_error": _text(sub.last_error), "result": redact_tree(sub.result), "idempotency_key": sub.idempotency_key,
+        "payload": redact_shown(sub.payload),
         "attempt_log": [{"number": a.number, "started_at": a.started_at.isoformat(), "duration_ms": a.duration_ms,
-                         "outcome": a.outcome, "request": a.request, "response": redact_tree(a.response)} for a in attempts],
+                         "outcome": a.outcome, "request": redact_tree(a.request), "response": redact_tree(a.response)} for a in attempts],
         "state_changes": [_change(c) for c in changes if c.submission_id == sub.id],
     }
 
 
 def _change(c: StateChange) -> dict[str, Any]:
-    return {"at": c.at.isoformat(), "from": c.from_state, "to": c.to_state, "actor": c.actor, "reason": c.reason}
+    return {"at": c.at.isoformat(), "from": c.from_state, "to": c.to_state, "actor": c.actor, "reason": _text(c.reason)}

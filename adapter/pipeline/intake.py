@@ -160,7 +160,7 @@ class Intake:
     def _plan(self, body: bytes | str) -> _Plan:
         raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
         try:
-            event = parse_event(raw)
+            event = parse_event(raw, value_key=self._patient_key)
         except EventRejected as rejected:
             return self._invalid(raw, rejected)
         return self._valid(raw, event.model_dump(mode="json"))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.orm import Session, sessionmaker
 
+from adapter.config import ConfigError
 from adapter.store.sqlite_writers import serialise_writers
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -36,7 +40,80 @@ def _sqlite_file(url: str) -> str:
 def _ensure_sqlite_folder(url: str) -> None:
     path = _sqlite_file(url)
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnusable(url, f"cannot create the folder {Path(path).parent} ({exc.strerror})") from None
+
+
+class StoreUnusable(ConfigError):
+    """``database.url`` names a store this process cannot write: a read-only file or folder, a
+    folder it cannot create, a read-only PostgreSQL database (a standby, a read-only role or
+    ``default_transaction_read_only``). A configuration problem like any other: one line with
+    the key and the fix. ``source`` (the config file) is filled in by whoever knows it
+    (``adapter.app.open_store``, the CLI), see ``named``."""
+
+    def __init__(self, url: str, reason: str, source: str | None = None):
+        self.url, self.reason, self.source = url, reason, source
+        super().__init__([f"{source or '<config>'}: database.url: {_where(url)}: {reason} -- fix: {_store_fix(url)}"])
+
+    def named(self, source: str) -> "StoreUnusable":
+        return StoreUnusable(self.url, self.reason, source)
+
+
+def _where(url: str) -> str:
+    path = _sqlite_file(url)
+    if path:
+        return path
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001  an unparsable URL: say so rather than fail here
+        return "(the URL)"
+
+
+def _store_fix(url: str) -> str:
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except (KeyError, OSError):
+        user = f"uid {os.geteuid()}"
+    path = _sqlite_file(url)
+    if path:
+        return (f"make {path} and its folder {Path(path).parent} writable by the user the adapter runs as ({user}), "
+                "or point database.url at a place it may write")
+    return ("connect as a role that may write the adapter's tables, to the primary server (not a standby, "
+            "default_transaction_read_only off), or correct database.url")
+
+
+def _unusable(exc: BaseException, url: str) -> StoreUnusable | None:
+    """The ``StoreUnusable`` a database error means, or None when it is something else."""
+    if isinstance(exc, StoreUnusable):
+        return exc
+    orig = getattr(exc, "orig", None) or exc
+    said = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    name = getattr(orig, "sqlite_errorname", "") or ""
+    state = getattr(orig, "sqlstate", None)
+    if name.startswith("SQLITE_READONLY") or state == "25006":
+        return StoreUnusable(url, f"the store is read-only ({said})")
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
+        return StoreUnusable(url, f"the store cannot be opened for writing ({said})")
+    if state == "42501":
+        return StoreUnusable(url, f"the store may not be written ({said})")
+    return None
+
+
+def check_writable(engine: Engine, url: str) -> None:
+    """Raise ``StoreUnusable`` unless the store takes writes: a change that is rolled back
+    (``alembic_version`` set to itself), so a read-only store stops start-up instead of the
+    first write of a running loop."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            connection.rollback()
+    except (OSError, DBAPIError) as exc:
+        unusable = _unusable(exc, url)
+        if unusable is None:
+            raise
+        raise unusable from None
 
 
 def make_engine(url: str, durable_commits: bool = False) -> Engine:
@@ -99,7 +176,19 @@ def upgrade(url: str) -> None:
 
     On PostgreSQL several ``adapter run`` processes may start at the same moment (scaled out,
     or restarted together): they take turns through a session advisory lock, so the second one
-    finds the schema current instead of failing on a half-made ``alembic_version``."""
+    finds the schema current instead of failing on a half-made ``alembic_version``.
+
+    A store that cannot be created or written raises ``StoreUnusable`` (a ``ConfigError``)."""
+    try:
+        _upgrade(url)
+    except (OSError, DBAPIError) as exc:
+        unusable = _unusable(exc, url)
+        if unusable is None:
+            raise
+        raise unusable from None
+
+
+def _upgrade(url: str) -> None:
     _ensure_sqlite_folder(url)
     if not url.startswith("postgresql"):
         command.upgrade(alembic_config(url), "head")

@@ -513,3 +513,34 @@ def test_jalali_year_or_number_as_a_datetime_is_refused(field: str, value: Any) 
     target[field] = value
     with pytest.raises(EventRejected):
         parse_event(dumps(event))
+
+
+# issue 16 item 15: CR/LF and other control characters in ids, bidi overrides in names, reached
+# the insurer's payloads (the contract refused only C0 controls but TAB/LF/CR, anywhere)
+ID_FIELDS = {"prescription_id", "visit_id", "bill_id", "order_id", "dispense_id", "result_id", "medical_record_number",
+             "correlation_id", "source_system", "facility_siam_id", "code", "dose", "instruction", "insurer", "box",
+             "ward", "insured_number"}
+NAME_FIELDS = {"first_name", "last_name", "specialty", "facility_name"}
+NAME_KEEPS = "\u200c\u200d\u200e\u200f\u061c"  # ZWNJ, ZWJ kept; LRM, RLM, ALM dropped
+
+
+@settings(SETTINGS, max_examples=150)
+@given(event=st.sampled_from(GOOD), data=st.data())
+def test_control_characters_in_ids_and_bidi_controls_in_names_are_refused_by_name(event: dict[str, Any],
+                                                                                  data: st.DataObject) -> None:
+    event = copy.deepcopy(event)
+    paths = [p for p in leaves(event) if isinstance(get(event, p), str) and (
+        p[-1] in ID_FIELDS | NAME_FIELDS or p[-2:-1] == ("identity",) and p[-1] == "value")]
+    path = data.draw(st.sampled_from(paths))
+    if path[-1] in NAME_FIELDS:
+        char = data.draw(st.characters(codec="utf-8", categories=["Cc", "Cf", "Zl", "Zp"],
+                                       exclude_characters=NAME_KEEPS))
+    else:
+        char = data.draw(st.characters(codec="utf-8", categories=["Cc", "Cf", "Zl", "Zp"]))
+    original = get(event, path)
+    put(event, path, original[:1] + char + original[1:] if len(original) > 1 else original + char + "x")
+    with pytest.raises(EventRejected) as caught:
+        parse_event(dumps(event))
+    rules = [p.rule for p in caught.value.problems if p.field == ".".join(map(str, path))]
+    assert rules and f"U+{ord(char):04X}" in rules[0], (path, char, caught.value.problems)
+    assert not leaks(str(caught.value), phi_of(event))

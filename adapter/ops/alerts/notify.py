@@ -159,9 +159,10 @@ def build_notifiers(config: AdapterConfig, environ: dict[str, str] | None = None
         headers = {}
         for name, variable in hook.headers_env.items():
             value = env.get(variable)
-            if not value:
+            if value is None or not value.strip():  # an empty header value is refused like a missing one
+                state = "is not set" if value is None else "is set but empty"
                 problems.append(f"{source}: alerts.webhooks[{index}].headers_env.{name}: environment variable "
-                                f"{variable} is not set -- fix: export {variable}=<header value>")
+                                f"{variable} {state} -- fix: export {variable}=<header value>")
                 continue
             register_secret(value)
             headers[name] = value
