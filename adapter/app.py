@@ -49,8 +49,9 @@ class App:
             self.intake_engine.dispose()
 
 
-def open_store(config: AdapterConfig) -> tuple[Engine, sessionmaker[Session]]:
-    """Engine + sessions, with the schema migrated to the newest version.
+def open_store(config: AdapterConfig, writable: bool = False) -> tuple[Engine, sessionmaker[Session]]:
+    """Engine + sessions, with the schema migrated to the newest version; ``writable``: also
+    check that the store takes writes (``adapter run``; the read-only commands skip it).
 
     Raises ``ConfigError`` (one line: file, key, fix) when the payload key is set but empty or
     not a key, or when the store cannot be created or written (``StoreUnusable``): a read-only
@@ -63,14 +64,19 @@ def open_store(config: AdapterConfig) -> tuple[Engine, sessionmaker[Session]]:
     try:
         upgrade(url)
         engine = make_engine(url)
-        try:
-            check_writable(engine, url)
-        except BaseException:
-            engine.dispose()
-            raise
+        if writable:
+            _check_writable_or_dispose(engine, url)
     except StoreUnusable as exc:
         raise exc.named(config.source_file) from None
     return engine, make_sessionmaker(engine)
+
+
+def _check_writable_or_dispose(engine: Engine, url: str) -> None:
+    try:
+        check_writable(engine, url)
+    except BaseException:
+        engine.dispose()
+        raise
 
 
 def enabled_destinations(config: AdapterConfig) -> list[str]:
@@ -104,7 +110,7 @@ def build(config: AdapterConfig, recorder: Recorder | None = None) -> App:
     install_redaction()  # every log record of this process is masked, whoever logs it
     resolve_auth(config)  # a status service reachable from elsewhere without credentials: refuse to start
     check_alert_channels(config)  # an alert channel whose secret is missing: refuse to start
-    engine, sessions = open_store(config)
+    engine, sessions = open_store(config, writable=True)
     mappings = load_checked_mappings(config)
     tamin = config.destinations.tamin
     http = httpx.Client(timeout=httpx.Timeout(tamin.read_timeout_s, connect=tamin.connect_timeout_s),

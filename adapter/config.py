@@ -541,14 +541,16 @@ def is_this_machine(url: str) -> bool:
 
 
 def _literal_fields(model: BaseModel, loc: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
-    """(location, value) of every secret written in the config: a field ``X`` with ``X_env`` and
-    ``X_file`` beside it (``client_secret``, ``password``, ...), in ``model`` and below it."""
+    """(location, value) of every secret written in the config that would be used: a field ``X``
+    with ``X_env`` and ``X_file`` beside it (``client_secret``, ``password``, ...), in ``model``
+    and below it, when neither of those is set (a set one wins, as an override of the file)."""
     found: list[tuple[tuple[str, ...], Any]] = []
     fields = type(model).model_fields
     for name in fields:
         value = getattr(model, name)
-        if f"{name}_env" in fields and f"{name}_file" in fields and value is not None:
-            found.append((loc + (name,), value))
+        if f"{name}_env" in fields and f"{name}_file" in fields:
+            if value is not None and getattr(model, f"{name}_env") is None and getattr(model, f"{name}_file") is None:
+                found.append((loc + (name,), value))
         elif isinstance(value, BaseModel):
             found += _literal_fields(value, loc + (name,))
         elif isinstance(value, dict):
@@ -582,11 +584,11 @@ def _shown(url: str) -> str:
 
 def _literal_secret_lines(config: AdapterConfig, source: str, env_keys: set[tuple[str, ...]]) -> list[str]:
     """A secret written in the config (``client_secret:``, ``password:``, ...) is for the bundled
-    simulator: refused unless every URL of its destination is on this machine."""
+    simulator: refused, for an enabled destination, unless every URL of it is on this machine."""
     lines = []
     for name in type(config.destinations).model_fields:
         section = getattr(config.destinations, name)
-        if not isinstance(section, BaseModel):
+        if not isinstance(section, BaseModel) or not getattr(section, "enabled", True):
             continue
         remote = [url for url in _urls(section) if not is_this_machine(url)]
         if not remote:

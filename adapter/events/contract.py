@@ -112,11 +112,14 @@ def _occurred_in_window(value: dt.datetime) -> dt.datetime:
 # Ids and codes (``IdText``): no control character at all, no invisible format character
 # (bidi controls, zero-width space, BOM...), no line or paragraph separator, no lone surrogate.
 # Names (``Name``): the same, but ZWNJ and ZWJ (Persian spelling needs ZWNJ) stay, and the
-# directional marks LRM, RLM, ALM (invisible, left by copy-paste, they reorder nothing) are
-# dropped; the bidi embeddings, overrides and isolates U+202A-U+202E, U+2066-U+2069 are refused.
+# invisible marks that change nothing (LRM, RLM, ALM, zero-width space, soft hyphen, BOM, word
+# joiner: left by copy-paste and old keyboards) are dropped; the bidi embeddings, overrides and
+# isolates U+202A-U+202E, U+2066-U+2069 and other format characters are refused.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-_DIRECTIONAL_MARKS = str.maketrans("", "", "\u200e\u200f\u061c")
+_DROPPED_FROM_NAMES = str.maketrans("", "", "\u200e\u200f\u061c\u200b\u00ad\ufeff\u2060")
+"""Invisible and harmless in a name, left by copy-paste or old keyboards (LRM, RLM, ALM, zero-width
+space, soft hyphen, BOM, word joiner): dropped, so the prescription still reaches the insurer."""
 _JOINERS = frozenset("\u200c\u200d")
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
@@ -159,8 +162,8 @@ def _id_characters(value: str) -> str:
     return value
 
 
-def _drop_directional_marks(value: Any) -> Any:
-    return value.translate(_DIRECTIONAL_MARKS) if isinstance(value, str) else value
+def _drop_invisible_marks(value: Any) -> Any:
+    return value.translate(_DROPPED_FROM_NAMES) if isinstance(value, str) else value
 
 
 def _name_characters(value: str) -> str:
@@ -182,7 +185,7 @@ OccurredAt = Annotated[AwareDateTime, AfterValidator(_occurred_in_window)]
 IdText = Annotated[str, AfterValidator(_id_characters)]
 Id = Annotated[IdText, Field(min_length=1, max_length=64)]
 Code = Id
-Name = Annotated[str, BeforeValidator(_drop_directional_marks), Field(min_length=1, max_length=200),
+Name = Annotated[str, BeforeValidator(_drop_invisible_marks), Field(min_length=1, max_length=200),
                  AfterValidator(_name_characters)]
 Mobile = Annotated[str, BeforeValidator(_ascii_digits), Field(pattern=r"^(\+98|0098|0)?9[0-9]{9}$")]
 

@@ -35,8 +35,9 @@ class DateProblem(ValueError):
 # * before ``CLINICAL_DATE_FLOOR``: no system this adapter sends to (Tamin's e-prescription,
 #   SEPAS/DITAS) holds anything older; the envelope's ``occurred_at`` too;
 # * a moment (``prescribed_at``, ``admitted_at``, ``dispensed_at``, ... every date-time in a
-#   payload) more than ``MOMENT_MAX_DAYS_AHEAD`` after the event's own ``occurred_at``: it has
-#   happened when the HIS reports it; the margin covers clock skew and a wrong UTC offset;
+#   payload) more than ``MOMENT_MAX_DAYS_AHEAD`` after the event's own ``occurred_at`` or now,
+#   whichever is later: it has happened when the HIS reports it; the margin covers clock skew
+#   and a wrong UTC offset;
 # * a planned date (``expires_on``, an item's ``start_on``) more than
 #   ``PLANNED_MAX_DAYS_AHEAD`` after ``occurred_at``: repeat prescriptions run for months;
 # * ``occurred_at`` more than ``OCCURRED_AT_MAX_DAYS_AHEAD`` after now (the payload's dates are
@@ -53,15 +54,19 @@ OCCURRED_AT_MAX_DAYS_AHEAD = 1
 def window_problem(value: dt.date, reference: dt.datetime | None, days_ahead: int) -> str | None:
     """Why a clinical date (or date-time) is outside its sanity window, or None.
 
-    ``reference`` is the event's ``occurred_at``; None means now. A date-only value is compared
-    with the reference's calendar day in the reference's own offset."""
+    ``reference`` is the event's ``occurred_at``; None means now. The limit runs from the later
+    of the two, so an event stamped early (a bill closed weeks after the visit it is stamped
+    with) or read again by a replay months later is not refused, and 2090 still is. A date-only
+    value is compared with that moment's calendar day in its own offset."""
     day = value.date() if isinstance(value, dt.datetime) else value
     early = day < CLINICAL_DATE_FLOOR
     if not early:
-        limit = (reference or dt.datetime.now(dt.timezone.utc)) + dt.timedelta(days=days_ahead)
+        now = dt.datetime.now(dt.timezone.utc)
+        limit = max(reference, now) if reference is not None else now
+        limit += dt.timedelta(days=days_ahead)
         if not (value > limit if isinstance(value, dt.datetime) else value > limit.date()):
             return None  # the common case: no message is built
-    anchor = "the event's occurred_at" if reference is not None else "now"
+    anchor = "the event's occurred_at or now, whichever is later" if reference is not None else "now"
     days = f"{days_ahead} day" + ("" if days_ahead == 1 else "s")
     window = f"the window is {CLINICAL_DATE_FLOOR} to {days} after {anchor}"
     return f"before {CLINICAL_DATE_FLOOR} ({window})" if early else f"more than {days} after {anchor} ({window})"

@@ -11,9 +11,13 @@ import typer
 from rich.table import Table
 
 from adapter.config import DEFAULT_CONFIG, ConfigError
-from adapter.ops.cli_common import ConfigOption, config_or_exit, console, err, fail_config, print_json
+from adapter.ops.cli_common import (ConfigOption, ConfigProblemsGroup, config_or_exit, console, err, fail_config,
+                                    print_json)
 
-app = typer.Typer(help="HIS -> Tamin / DITAS integration adapter.", no_args_is_help=True, add_completion=False)
+# ConfigProblemsGroup: a ConfigError that escapes any command (a read-only store, ...) ends it
+# as every configuration problem does: one line per problem, exit code 2
+app = typer.Typer(help="HIS -> Tamin / DITAS integration adapter.", no_args_is_help=True, add_completion=False,
+                  cls=ConfigProblemsGroup)
 mapping_app = typer.Typer(help="Test and lint integrator mapping files.", no_args_is_help=True)
 auth_app = typer.Typer(help="Credentials the adapter keeps (encrypted).", no_args_is_help=True)
 app.add_typer(mapping_app, name="mapping")
@@ -297,11 +301,16 @@ def schema(out: Annotated[Optional[Path], typer.Option(help="write to this file 
 @app.command("db-upgrade")
 def db_upgrade(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Migrate the database schema to the newest version (adapter run does this too)."""
-    from adapter.store.db import StoreUnusable, upgrade
+    from adapter.store.db import StoreUnusable, check_writable, make_engine, upgrade
 
     cfg = config_or_exit(config)
     try:
         upgrade(cfg.database.url)
+        engine = make_engine(cfg.database.url)
+        try:
+            check_writable(engine, cfg.database.url)
+        finally:
+            engine.dispose()
     except StoreUnusable as exc:
         fail_config(exc.named(cfg.source_file))
     err.print("schema is up to date")
@@ -321,7 +330,7 @@ def set_refresh_token(prescriber: Annotated[str, typer.Option(help="the prescrib
     if not token:
         err.print("no token on stdin")
         raise typer.Exit(2)
-    _, sessions = open_store(cfg)
+    _, sessions = open_store(cfg, writable=True)
     key = load_key(cfg.secrets.token_key_env, cfg.secrets.token_key_file, source=cfg.source_file, key_name="token_key")
     DbRefreshTokenStore(sessions, key, DESTINATION).put(prescriber, token)
     err.print("stored (encrypted)")

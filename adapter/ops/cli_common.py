@@ -52,10 +52,5 @@ class ConfigProblemsGroup(TyperGroup):
             fail_config(exc)
 
 
-def report_config_problems(app: typer.Typer) -> None:
-    """Make ``app`` (the main command) end every sub-command's escaped ``ConfigError`` with ``fail_config``."""
-    app.info.cls = ConfigProblemsGroup
-
-
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from adapter.config import DEFAULT_CONFIG, AdapterConfig, ConfigError, load_config
-from adapter.ops.cli_common import ConfigOption, report_config_problems
+from adapter.ops.cli_common import ConfigOption
 
 
 
@@ -104,7 +104,6 @@ def register(app: typer.Typer) -> None:
     from adapter.ops.logs import install_redaction
 
     install_redaction()
-    report_config_problems(app)  # any command's ConfigError (a read-only store, ...): the lines, exit 2
     config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
     app.add_typer(config_app, name="config")
 
@@ -141,7 +140,7 @@ def register(app: typer.Typer) -> None:
         except ConfigError as exc:
             sys.stderr.write("configuration problem (nothing was changed):\n" + "\n".join(f"  {l}" for l in exc.lines) + "\n")
             raise typer.Exit(2) from None
-        engine, sessions = open_store(cfg)
+        engine, sessions = open_store(cfg, writable=not dry_run)
         try:
             report = prune(sessions, cfg.retention, dry_run=dry_run)
         finally:

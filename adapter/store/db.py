@@ -102,12 +102,19 @@ def _unusable(exc: BaseException, url: str) -> StoreUnusable | None:
 
 
 def check_writable(engine: Engine, url: str) -> None:
-    """Raise ``StoreUnusable`` unless the store takes writes: a change that is rolled back
-    (``alembic_version`` set to itself), so a read-only store stops start-up instead of the
-    first write of a running loop."""
+    """Raise ``StoreUnusable`` unless the store takes writes, so a read-only store stops
+    ``adapter run`` at start-up instead of at the first write of a running loop. PostgreSQL is
+    asked (a standby, or a session that is read-only by default; a role's table rights are not
+    guessed at); SQLite takes a write that is rolled back (the file and its folder must be writable)."""
     try:
         with engine.connect() as connection:
-            connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            if engine.dialect.name == "postgresql":
+                read_only = connection.execute(text(
+                    "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'")).scalar()
+                if read_only:
+                    raise StoreUnusable(url, "the database is read-only (a standby, or transactions are read-only)")
+            else:
+                connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
             connection.rollback()
     except (OSError, DBAPIError) as exc:
         unusable = _unusable(exc, url)

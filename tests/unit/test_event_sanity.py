@@ -183,21 +183,26 @@ def test_the_issue_examples_a_prescription_of_1950_and_one_of_2090() -> None:
         assert "prescribed_at" in problems[0].rule
 
 
-def test_the_window_is_relative_to_the_events_own_occurred_at() -> None:
-    event = _sample()  # occurred 2026-11-20T09:15:00+03:30
-    occurred = dt.datetime.fromisoformat(event["occurred_at"])
-    event["payload"]["prescribed_at"] = (occurred + dt.timedelta(days=MOMENT_MAX_DAYS_AHEAD, minutes=-1)).isoformat()
+def test_the_window_runs_from_occurred_at_or_now_whichever_is_later() -> None:
+    event = _sample()
+    occurred = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    event["occurred_at"] = occurred.isoformat()
+    event["payload"]["prescribed_at"] = (occurred + dt.timedelta(days=MOMENT_MAX_DAYS_AHEAD, minutes=-5)).isoformat()
     parse_event(dumps(event))  # clock skew between HIS units: within the window
-    event["payload"]["prescribed_at"] = (occurred + dt.timedelta(days=MOMENT_MAX_DAYS_AHEAD, minutes=1)).isoformat()
-    assert "after the event's occurred_at" in problem_at(event, ("payload", "prescribed_at"))
+    event["payload"]["prescribed_at"] = (occurred + dt.timedelta(days=MOMENT_MAX_DAYS_AHEAD, minutes=5)).isoformat()
+    assert "after the event's occurred_at or now" in problem_at(event, ("payload", "prescribed_at"))
+    # stamped early (a bill closed weeks after the visit it carries): judged against now
+    event["occurred_at"] = (occurred - dt.timedelta(days=40)).isoformat()
+    event["payload"]["prescribed_at"] = (occurred - dt.timedelta(days=2)).isoformat()
+    parse_event(dumps(event))
     # old events stay valid (a replay months later reads them again): no bound relative to now
     event["occurred_at"] = "2019-05-01T09:00:00+04:30"
     event["payload"]["prescribed_at"] = "2019-04-30T09:00:00+04:30"
-    parse_event(dumps(event))
     event["payload"]["items"][0]["start_on"] = (dt.date(2019, 5, 1) + dt.timedelta(days=PLANNED_MAX_DAYS_AHEAD)).isoformat()
     parse_event(dumps(event))
-    event["payload"]["items"][0]["start_on"] = (dt.date(2019, 5, 2) + dt.timedelta(days=PLANNED_MAX_DAYS_AHEAD)).isoformat()
-    assert "after the event's occurred_at" in problem_at(event, ("payload", "items", 0, "start_on"))
+    far = occurred.date() + dt.timedelta(days=PLANNED_MAX_DAYS_AHEAD + 2)
+    event["payload"]["items"][0]["start_on"] = far.isoformat()
+    assert "after the event's occurred_at or now" in problem_at(event, ("payload", "items", 0, "start_on"))
 
 
 def test_the_floor_is_inclusive() -> None:
@@ -264,7 +269,7 @@ ID_CHARS = [("\r\n", "U+000D"), ("\n", "U+000A"), ("\t", "U+0009"), ("\x00", "U+
             ("\u2028", "U+2028"), ("\u202e", "U+202E"), ("\u200b", "U+200B"), ("\x1b[2J", "U+001B")]
 NAME_CHARS = [(c, f"U+{ord(c):04X}") for c in BIDI] + [
     ("\r\n", "U+000D"), ("\n", "U+000A"), ("\t", "U+0009"), ("\x1b", "U+001B"), ("\x85", "U+0085"),
-    ("\u2029", "U+2029"), ("\ufeff", "U+FEFF"), ("\u200b", "U+200B")]
+    ("\u2029", "U+2029"), ("\u206a", "U+206A")]
 
 
 def _inside(original: str, inserted: str) -> str:
@@ -317,12 +322,14 @@ def test_every_bidi_or_control_character_is_refused_in_a_patient_name(inserted: 
     assert code in rule and "name" in rule, rule
 
 
-def test_persian_names_keep_zwnj_and_lose_directional_marks() -> None:
+def test_persian_names_keep_zwnj_and_lose_invisible_marks() -> None:
     event = _sample()
     event["payload"]["patient"]["first_name"] = "محمد\u200cرضا"  # ZWNJ: part of Persian spelling
     event["payload"]["patient"]["last_name"] = "\u200fنیک\u200cخواه\u200e"  # RLM / LRM left by copy-paste
     event["payload"]["prescriber"]["first_name"] = "سارا\u061c"  # ALM
+    event["payload"]["prescriber"]["last_name"] = "\ufeffکریمی\u200b\u00ad\u2060"  # BOM, ZWSP, soft hyphen, WJ
     parsed = parse_event(dumps(event)).payload
+    assert parsed.prescriber.last_name == "کریمی"
     assert parsed.patient.first_name == "محمد\u200cرضا"
     assert parsed.patient.last_name == "نیک\u200cخواه"
     assert parsed.prescriber.first_name == "سارا"
