@@ -155,10 +155,6 @@ class Exchange:
                  recorder: Recorder | None = None):
         self._http, self._endpoint, self._tokens, self._recorder = http, endpoint, tokens, recorder
 
-    @property
-    def endpoint(self) -> Endpoint:
-        return self._endpoint
-
     def send(self, request: Request) -> Exchanged:
         started = time.monotonic()
         summary: dict[str, Any] = {"method": request.method, "route": request.route, **body_summary(request.json)}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,11 @@ from adapter.events.dates import (
 )
 from adapter.events.parse import EventRejected, parse_event
 from adapter.samples.generate import generate
+from tests.support.tree import Path_, get, leaves, put
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = dt.datetime.now(dt.timezone.utc)
 
-Path_ = tuple[Any, ...]
 
 
 def _events() -> list[tuple[str, dict[str, Any]]]:
@@ -59,27 +58,6 @@ def _events() -> list[tuple[str, dict[str, Any]]]:
 
 
 EVENTS = _events()
-
-
-def leaves(node: Any, path: Path_ = ()) -> Iterator[Path_]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from leaves(value, path + (key,))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from leaves(value, path + (index,))
-    else:
-        yield path
-
-
-def get(node: Any, path: Path_) -> Any:
-    for part in path:
-        node = node[part]
-    return node
-
-
-def put(node: Any, path: Path_, value: Any) -> None:
-    get(node, path[:-1])[path[-1]] = value
 
 
 def dotted(path: Path_) -> str:

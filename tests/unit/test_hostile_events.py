@@ -44,6 +44,7 @@ from adapter.pipeline.intake import Received
 from adapter.samples.generate import generate
 from adapter.store.models import InboxEvent
 from tests.support.pipeline import adapter_config
+from tests.support.tree import Path_, get, leaves, put
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "docs" / "sample-prescription-created.json"
@@ -99,18 +100,6 @@ DATETIME_FIELDS = {"occurred_at", "prescribed_at", "admitted_at", "cancelled_at"
 
 # -- walking an event ------------------------------------------------------------------------
 
-Path_ = tuple[Any, ...]
-
-
-def leaves(node: Any, path: Path_ = ()) -> Iterator[Path_]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from leaves(value, path + (key,))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from leaves(value, path + (index,))
-    else:
-        yield path
 
 
 def containers(node: Any, path: Path_ = ()) -> Iterator[Path_]:
@@ -133,16 +122,6 @@ def keys(node: Any, path: Path_ = ()) -> Iterator[Path_]:
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from keys(value, path + (index,))
-
-
-def get(node: Any, path: Path_) -> Any:
-    for part in path:
-        node = node[part]
-    return node
-
-
-def put(node: Any, path: Path_, value: Any) -> None:
-    get(node, path[:-1])[path[-1]] = value
 
 
 def phi_of(event: dict[str, Any]) -> set[str]:
