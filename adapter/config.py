@@ -63,6 +63,9 @@ class BrokerConfig(_Section):
         description="RabbitMQ only: AMQP heartbeat in seconds; a connection silent for about twice this (a firewall or "
                     "NAT dropped it) is given up and opened again. 0 turns heartbeats off (not advised)")
     connect_timeout_s: float = Field(5.0, gt=0, le=120, description="RabbitMQ only: seconds to open a connection")
+    embedded_max_mb: float = Field(
+        1024, gt=0, description="embedded queue only: MB of messages the queue file may hold; a publish beyond it is "
+                                "refused with an error (the disk never fills), free space is given back as it drains")
 
 
 class AuthConfig(_Section):
@@ -100,10 +103,33 @@ class CircuitConfig(_Section):
     half_open_probes: int = Field(2, ge=1, description="probe sends that must succeed to close the circuit again")
 
 
+class TlsConfig(_Section):
+    """``destinations.<name>.tls``: how the adapter's HTTPS connections to one insurer are secured
+    (its API host and its token host). Loaded at start-up (``adapter.destinations.tls``)."""
+
+    ca_file: str | None = Field(
+        None, description="PEM CA bundle that verifies the insurer's certificate, instead of the system's "
+                          "(e.g. the national health network's CA); null = the system's trusted CAs")
+    client_cert_file: str | None = Field(
+        None, description="PEM client certificate this adapter presents (when the insurer requires one)")
+    client_key_file: str | None = Field(
+        None, description="mode-600 PEM private key of client_cert_file; null when the key is in client_cert_file")
+    allow_plain_http: bool = Field(
+        False, description="accept an http:// URL for this destination off this machine (not advised: patient data "
+                           "in clear); without it such a URL stops config check and adapter run")
+
+    @model_validator(mode="after")
+    def _key_needs_certificate(self) -> "TlsConfig":
+        if self.client_key_file and not self.client_cert_file:
+            raise ValueError("client_key_file is set without client_cert_file: set the certificate too")
+        return self
+
+
 class DestinationConfig(_Section):
     """What every destination's section under ``destinations:`` has (each subclass sets its own defaults)."""
 
     enabled: bool = True
+    tls: TlsConfig = TlsConfig()
     retry: RetryConfig = RetryConfig()
     circuit: CircuitConfig = CircuitConfig()
     max_rps: float | None = Field(
@@ -132,6 +158,9 @@ class TaminConfig(DestinationConfig):
     idempotency_header: bool = Field(True, description="send X-Idempotency-Key (harmless where ignored)")
     max_rps: float | None = Field(
         20.0, gt=0, description="sends per second at most (token bucket), so a recovering insurer is not flooded; null = no limit")
+    accepts_unidentified_patients: bool = Field(
+        False, description=("send an unidentified patient's events as Tamin's anonymous patient UNKNOWN; false (seed 002 s.7: "
+                            "the unique id implies no insurance) refuses them at intake as not_covered: the free/paper path"))
 
 
 # -- Tamin provider side: dispensing (pharmacy) and paraclinic ------------------------------
@@ -302,6 +331,48 @@ class FallbackConfig(_Section):
     enabled: bool = Field(True, description="issue paper-fallback records and replies while a destination is in outage")
     number_prefix: str = Field("FB", pattern=r"^[A-Z]{1,6}$", description="first part of a fallback number, 1-6 capital letters")
     timezone: str = Field("Asia/Tehran", description="time zone of the date in fallback numbers (Solar Hijri yyMMdd)")
+    answer_within_s: float = Field(
+        30.0, ge=0,
+        description="a prescription with no registration this many seconds after its occurred_at gets paper, outage "
+                    "declared or not (its electronic submission goes on and is linked later); 0 turns this off")
+    late_grace_s: float = Field(
+        5.0, ge=0, description="a prescription stored less than this long ago is given this time to register first, "
+                               "even past its deadline (the HIS delivered it late)")
+    answer_horizon_s: float = Field(
+        900.0, gt=0, description="prescriptions written longer ago than this get no paper from the deadline: nobody "
+                                 "waits at the desk for them any more (a backlog registers; an outage at the time "
+                                 "they were written still gives them paper)")
+
+
+class ReplyWebhookConfig(_Section):
+    """``replies.sink: webhook``: replies POSTed to the HIS over HTTPS, HMAC-signed (docs/replies.md)."""
+
+    url: str | None = Field(None, description="the HIS's HTTPS endpoint that takes one reply per POST")
+    secret_env: str | None = Field(None, description="environment variable holding the HMAC-SHA256 signing secret")
+    secret_file: str | None = Field(None, description="mode-600 file holding the HMAC-SHA256 signing secret")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="seconds to wait for the HIS's answer to one POST")
+    max_attempts: int = Field(10, ge=1, le=1000, description="failed POSTs of one reply before it is dead (alerted)")
+    base_delay_s: float = Field(2.0, gt=0, description="first retry delay; doubled each time")
+    max_delay_s: float = Field(300.0, gt=0, description="the longest retry delay")
+
+
+class RepliesConfig(_Section):
+    """Replies to the HIS (reply contract v1, docs/replies.md)."""
+
+    enabled: bool = Field(True, description="write and publish replies to the HIS")
+    types: list[str] = Field(
+        ["*"], min_length=1,
+        description="the reply types sent, as shell patterns (e.g. prescription.*, paper_fallback.*); others are not written")
+    sink: Literal["amqp", "webhook"] = Field(
+        "amqp", description="amqp: broker.reply_queue on the HIS's broker; webhook: replies.webhook.url")
+    routing_key: str = Field(
+        "{queue}", min_length=1,
+        description="AMQP routing key (and queue) of a reply: {queue} is broker.reply_queue, {facility} the "
+                    "facility's SIAM id, e.g. {queue}.{facility} for one reply queue per facility")
+    legacy_paper_type: bool = Field(
+        False, description="send paper_fallback.issued with its pre-v1 type adapter.paper_fallback (an HIS not updated yet)")
+    batch: int = Field(200, ge=1, le=5000, description="replies read from the outbox per round")
+    webhook: ReplyWebhookConfig = ReplyWebhookConfig()
 
 
 class SecretsConfig(_Section):
@@ -310,9 +381,15 @@ class SecretsConfig(_Section):
     patient_ref_key_env: str = Field(
         "ADAPTER_PATIENT_KEY", description="environment variable with the HMAC key that pseudonymises patient ids"
     )
+    patient_ref_key_file: str | None = Field(
+        None, description="file with the patient HMAC key (created, mode 600, when absent); null: patient.key in the "
+                          "folder of token_key_file (var/patient.key). Never the token key itself: one key, one purpose")
     payload_key_env: str = Field(
         "ADAPTER_PAYLOAD_KEY",
-        description="environment variable with a Fernet key; when set, event bodies and payloads are encrypted at rest")
+        description="environment variable with a Fernet key; when set, event bodies and payloads (store and embedded "
+                    "queue) are encrypted at rest")
+    payload_key_required: bool = Field(
+        False, description="refuse to start without the payload key (production: patient data is never stored in clear)")
 
 
 class LoggingConfig(_Section):
@@ -336,6 +413,21 @@ class StatusConfig(_Section):
     ready_max_age_s: float = Field(
         30.0, gt=0, description="/readyz turns red when the consumer loop has not run for this many seconds")
     cache_s: float = Field(2.0, ge=0, description="seconds /status and /metrics reuse one reading of the store")
+    tls_cert_file: str | None = Field(
+        None, description="PEM certificate (chain) the service presents over HTTPS; needed when bound beyond loopback")
+    tls_key_file: str | None = Field(None, description="mode-600 PEM private key of status.tls_cert_file")
+    allow_plain_http: bool = Field(
+        False, description="serve plain HTTP beyond loopback (only behind a TLS-terminating proxy or on a private "
+                           "network): without it, status.tls_cert_file and status.tls_key_file are required there")
+    max_connections: int = Field(
+        32, ge=1, le=1024,
+        description="open connections at most (1-1024), handshakes included; more are closed at once, so the "
+                    "service never takes more file descriptors than this from delivery")
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="seconds a connection has for its TLS handshake and a request's line and "
+                                       "headers; a slower one is closed")
+    idle_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="seconds a kept-alive connection may sit without a new request")
 
 
 class RetentionConfig(_Section):
@@ -368,6 +460,12 @@ class AlertRulesConfig(_Section):
     new_dead: CountRule = CountRule(threshold=1)
     new_rejected: CountRule = CountRule(threshold=5)
     new_invalid: CountRule = CountRule(threshold=5)
+    event_conflict: bool = Field(True, description="alert while a different body under a known event id (a "
+                                                   "conflict) waits for an operator")
+    replies_dead: bool = Field(True, description="alert while replies to the HIS are dead (its webhook kept refusing them)")
+    store_unavailable_s: float | None = Field(
+        60, gt=0, description="alert when the running loops have found the database unavailable for longer than this "
+                              "many seconds (null = off); sent without the database, see docs/operations.md")
 
 
 class WebhookConfig(_Section):
@@ -412,6 +510,7 @@ class AdapterConfig(_Section):
     destinations: DestinationsConfig
     dispatch: DispatchConfig = DispatchConfig()
     fallback: FallbackConfig = FallbackConfig()
+    replies: RepliesConfig = RepliesConfig()
     secrets: SecretsConfig = SecretsConfig()
     logging: LoggingConfig = LoggingConfig()
     status: StatusConfig = StatusConfig()

@@ -25,11 +25,11 @@ from bench.adapter_proc import (REPO, AdapterProcess, ProcessGroup, adapter_cli,
                                 write_config)
 from bench.backends import Backend, backend
 from bench.simproc import SimProcess
-from bench.store import Store, latency_figures
+from bench.store import Store, latency_figures, percentiles
 
 console = Console(stderr=True)
 TARGETS = {"throughput_ratio": 0.7, "throughput_eps_sqlite_2cores": 1000, "p99_added_ms": 15.0,
-           "drain_fraction": 0.95, "rss_mb": 200}
+           "drain_fraction": 0.95, "rss_mb": 200, "his_answer_s": 30}
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -240,15 +240,25 @@ def run_throughput(kind: str, work: Path, sim: SimProcess, bodies: list[bytes], 
         return result
 
 
+def stamped_now(body: bytes) -> bytes:
+    """The event as the HIS would send it at this moment (``occurred_at`` now): the HIS answer is timed from it."""
+    event = json.loads(body)
+    event["occurred_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    return json.dumps(event, ensure_ascii=False).encode()
+
+
 def run_latency(kind: str, work: Path, sim: SimProcess, rate: float, duration_s: float, sim_latency_ms: float,
-                workers: int | None) -> dict[str, Any]:
-    """Open loop: events published at a fixed rate (well below capacity) while the adapter runs."""
+                workers: int | None, outage: bool = False) -> dict[str, Any]:
+    """Open loop: events published at a fixed rate (well below capacity) while the adapter runs.
+    ``outage``: with an outage of tamin declared first, so every prescription's answer is its paper."""
     sim.reset()
     count = int(rate * duration_s)
-    bodies = gen.events(count, tag="l", seed=9100)
-    with backend(kind, work / "latency") as b:
+    bodies = gen.events(count, tag="o" if outage else "l", seed=9300 if outage else 9100)
+    with backend(kind, work / ("latency-outage" if outage else "latency")) as b:
         config = write_config(b, sim.base_url, max_rps=None, workers=workers)
         adapter_cli(config, "db-upgrade")
+        if outage:
+            adapter_cli(config, "outage", "start", "--destination", "tamin", "--reason", "benchmark: answers in outage")
         store = Store(b.db_url)
         proc = AdapterProcess(config)
         try:
@@ -262,19 +272,32 @@ def run_latency(kind: str, work: Path, sim: SimProcess, rate: float, duration_s:
                     pause = due - time.monotonic()
                     if pause > 0:
                         time.sleep(pause)
-                    sender.publish(body, content_type="application/json", content_encoding="binary",
+                    sender.publish(stamped_now(body), content_type="application/json", content_encoding="binary",
                                    delivery_mode=2)
             achieved = count / (time.monotonic() - t0)
-            wait_settled(store, proc, count, timeout_s=600, label="latency")
+            if outage:
+                wait_answered(store, count)
+            else:
+                wait_settled(store, proc, count, timeout_s=600, label="latency")
         finally:
             code = proc.stop()
         rows = store.latency_rows()
         states = store.states()
+        answers = store.his_answer_ms()
         store.close()
-    figures = latency_figures(rows, sim_latency_ms)
+    figures = {} if outage else latency_figures(rows, sim_latency_ms)
     return {"events": count, "target_rate_per_s": rate, "achieved_publish_rate_per_s": round(achieved, 1),
             "duration_s": duration_s, "states": states, "exit_code": code, "config": effective_config(config),
-            "rss": proc.sampler.summary(), **figures}
+            "rss": proc.sampler.summary(), "his_answer_ms": percentiles(answers), **figures}
+
+
+def wait_answered(store: Store, events: int, timeout_s: float = 300) -> None:
+    """Every event stored and every reply published (an outage: nothing settles, papers are the answers)."""
+    deadline = time.monotonic() + timeout_s
+    while store.progress()["events"] < events or store.answers_pending():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"answers not all published in {timeout_s:.0f}s: {store.progress()}")
+        time.sleep(0.5)
 
 
 def adapter_proc_broker(b: Backend) -> Any:
@@ -461,6 +484,12 @@ def table(results: dict[str, Any]) -> Table:
             t.add_row(kind, f"added latency @ {lat['target_rate_per_s']:.0f} ev/s",
                       f"p50 {a['p50']} / p95 {a['p95']} / p99 {a['p99']} ms", f"p99 <= {TARGETS['p99_added_ms']} ms",
                       verdict(a["p99"] is not None and a["p99"] <= TARGETS["p99_added_ms"]))
+        for run, label in ((lat, "normal"), (r.get("latency_outage"), "declared outage: paper")):
+            if run and run.get("his_answer_ms", {}).get("n"):
+                h = run["his_answer_ms"]
+                t.add_row(kind, f"HIS answer, occurred_at -> reply ({label})",
+                          f"p50 {h['p50']} / p99 {h['p99']} ms (n {h['n']})",
+                          f"<= {TARGETS['his_answer_s']} s", verdict(h["p99"] <= TARGETS["his_answer_s"] * 1000))
         if drain:
             procs = drain.get("processes", 1)
             t.add_row(kind, f"drain {drain['sent_after_outage']} @ max_rps {drain['max_rps']:.0f}"
@@ -582,6 +611,10 @@ def main(argv: list[str] | None = None) -> int:
             if "latency" in scenarios:
                 step("latency", lambda: run_latency(kind, work, sim, args.latency_rate, args.latency_seconds,
                                                     args.latency_ms, args.workers))
+            if "latency" in scenarios or "latency_outage" in scenarios:
+                step("latency_outage", lambda: run_latency(kind, work, sim, args.latency_rate,
+                                                           min(args.latency_seconds, 20.0), args.latency_ms,
+                                                           args.workers, outage=True))
             if "drain" in scenarios:
                 step("drain", lambda: run_drain(kind, work, sim, args.drain_size, drain_rps, args.workers,
                                                 args.processes))

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from adapter.store.db import make_engine, make_sessionmaker
-from adapter.store.models import Attempt, InboxEvent, StateChange, Submission
+from adapter.store.models import Attempt, InboxEvent, ReplyRow, StateChange, Submission
 from adapter.store.states import OPEN_STATES
 
 _OPEN = [s.value for s in OPEN_STATES]
@@ -34,6 +34,22 @@ class Store:
     def states(self) -> dict[str, int]:
         with self.sessions() as s:
             return dict(s.execute(select(Submission.state, func.count()).group_by(Submission.state)).all())
+
+    def his_answer_ms(self) -> list[float]:
+        """Per prescription: its ``occurred_at`` to its first answer reply on the reply queue
+        (``prescription.registered`` or ``paper_fallback.issued``, as the outbox marked it published)."""
+        answers = ("prescription.registered", "paper_fallback.issued", "adapter.paper_fallback")
+        with self.sessions() as s:
+            rows = s.execute(select(InboxEvent.occurred_at, func.min(ReplyRow.published_at))
+                             .join(ReplyRow, ReplyRow.event_id == InboxEvent.event_id)
+                             .where(InboxEvent.event_type == "prescription.created", ReplyRow.type.in_(answers),
+                                    ReplyRow.published_at.is_not(None))
+                             .group_by(InboxEvent.event_id, InboxEvent.occurred_at)).all()
+        return [(published - written).total_seconds() * 1000 for written, published in rows if written and published]
+
+    def answers_pending(self) -> int:
+        with self.sessions() as s:
+            return s.scalar(select(func.count()).select_from(ReplyRow).where(ReplyRow.state == "pending")) or 0
 
     def window(self) -> dict[str, Any]:
         """First receipt and last final state change (the span of the run as the store saw it)."""

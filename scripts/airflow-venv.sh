@@ -42,7 +42,8 @@ if [ "$refreeze" = 0 ] && ready; then
 fi
 
 started=$SECONDS
-[ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
+source "$ROOT/scripts/python-env.sh"  # Python version check; python3-venv installed when missing
+ensure_venv "${PYTHON:-python3}" "$VENV" airflow-venv
 [ -f "$VENV/.gitignore" ] || echo "*" >"$VENV/.gitignore"   # keep the venv out of git status
 "${PIP[@]}" install -q --upgrade "pip>=24"
 

@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ ! -x .venv/bin/adapter ] || [ pyproject.toml -nt .venv/.adapter-installed ]; then
     echo "demo.sh: installing the adapter into .venv (first run only)" >&2
-    [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+    source scripts/python-env.sh  # Python version check; python3-venv installed when missing
+    ensure_venv "${PYTHON:-python3}" .venv demo.sh
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
     touch .venv/.adapter-installed
 fi

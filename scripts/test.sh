@@ -27,7 +27,8 @@ venv_ready() {
 
 install_venv() {
     echo "test.sh: installing the project into $VENV" >&2
-    [ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
+    source "$ROOT/scripts/python-env.sh"  # Python version check; python3-venv installed when missing
+    ensure_venv "${PYTHON:-python3}" "$VENV" test.sh
     "$VENV/bin/python" -m pip install -q -e "${ROOT}[test]"
     touch "$STAMP"
 }

@@ -25,7 +25,8 @@ def connect(config: BrokerConfig) -> Connection:
     timeout of twice that, so a connection that goes silent -- a firewall or NAT forgot it, the
     broker hangs -- raises instead of blocking its thread for as long as the kernel keeps it."""
     if is_embedded(config.url):
-        return Connection(config.url, transport_options={"lease_seconds": config.embedded_lease_s}, heartbeat=0)
+        return Connection(config.url, heartbeat=0, transport_options={
+            "lease_seconds": config.embedded_lease_s, "max_bytes": int(config.embedded_max_mb * (1 << 20))})
     silent_after_s = silence_limit_s(config)
     options: dict[str, object] = {"read_timeout": silent_after_s, "write_timeout": silent_after_s}
     if config.url.startswith(("amqp", "pyamqp")):

@@ -47,6 +47,28 @@ Transport options (``kombu.Connection(url, transport_options={...})``)
 * ``synchronous`` ("FULL") -- SQLite ``PRAGMA synchronous``; FULL makes a
   published/acked message survive an OS crash, NORMAL only a process crash.
 * ``dead_letter`` (True) -- keep rejected messages in the ``dead`` table.
+* ``max_bytes`` (1 GiB) -- the space the queue's messages may take in the file; a
+  publish beyond it raises :class:`QueueFull` (not a connection error, so kombu does not
+  retry it) instead of filling the disk.
+
+Patient data at rest
+====================
+
+The file is created mode 600 (an older one readable by others is tightened, with a log line).
+When the payload key is set (``ADAPTER_PAYLOAD_KEY``, see :mod:`adapter.store.at_rest`) a
+message body is stored encrypted and decrypted when fetched; messages stored in clear before
+the key was set are read as they are. A body that cannot be decrypted (no key, another key) is
+delivered as its encrypted text, which intake stores as an invalid event naming the key problem
+(no crash, no redelivery loop); with the right key set, that body published again is stored.
+
+Space
+=====
+
+The file uses ``auto_vacuum = INCREMENTAL`` (an older file is converted once, at open):
+every ``RECLAIM_EVERY`` acks the free pages are counted and, when they are more than
+``RECLAIM_FREE_RATIO`` of the file, given back to the file system ``RECLAIM_PAGES`` at a
+time -- short write transactions, so delivery never waits long. The WAL file is truncated to
+``WAL_SIZE_LIMIT`` when it is reset after a checkpoint.
 
 Semantics worth knowing
 =======================
@@ -70,7 +92,9 @@ Semantics worth knowing
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -84,12 +108,28 @@ from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES, virtual
 
+from adapter.store import at_rest
+
 SCHEME = "sqlite-queue"
 TRANSPORT_PATH = "adapter.broker.sqlite_transport:Transport"
 
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_POLLING_INTERVAL = 0.1
 DEFAULT_BUSY_TIMEOUT = 30.0
+DEFAULT_MAX_BYTES = 1 << 30
+
+RECLAIM_EVERY = 64  # acks between two looks at the free pages
+RECLAIM_FREE_RATIO = 0.25  # free pages above this share of the file are given back
+RECLAIM_MIN_PAGES = 64  # ... and above this many (a nearly empty file is left alone)
+RECLAIM_PAGES = 2048  # pages given back per write transaction (8 MiB at 4 KiB pages)
+WAL_SIZE_LIMIT = 4 << 20
+
+log = logging.getLogger("adapter.broker")
+_SEALED = "adapter_sealed"  # envelope key: the body is encrypted with the payload key
+
+
+class QueueFull(Exception):
+    """The embedded queue holds ``max_bytes`` of messages: the publish is refused."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -160,6 +200,7 @@ class _Store:
         self.path = path
         self.busy_timeout = busy_timeout
         self.synchronous = synchronous
+        self.page_size = 4096
         self._local = threading.local()
         self._opened: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -183,6 +224,7 @@ class _Store:
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         return conn
 
     def _create_schema(self) -> None:
@@ -193,20 +235,56 @@ class _Store:
         handler, so that step is retried until ``busy_timeout``.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        at_rest.private_sqlite_file(self.path)
         deadline = time.monotonic() + self.busy_timeout
         while True:
             try:
                 conn = self.conn()
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect on a new, empty file
                 conn.execute("PRAGMA journal_mode = WAL")
                 with self.immediate() as c:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             c.execute(statement)
+                self._convert_to_incremental_vacuum(conn)
+                (self.page_size,) = conn.execute("PRAGMA page_size").fetchone()
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+    def _convert_to_incremental_vacuum(self, conn: sqlite3.Connection) -> None:
+        """A file made before ``auto_vacuum`` was set: one VACUUM switches it (and compacts it)."""
+        (mode,) = conn.execute("PRAGMA auto_vacuum").fetchone()
+        if mode == 2:
+            return
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("VACUUM")
+        log.warning("embedded queue %s: converted to incremental auto-vacuum (free space is now given back)",
+                    self.path)
+
+    def used_bytes(self) -> int:
+        """Bytes of the file that hold data (its pages less the free ones)."""
+        conn = self.conn()
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+        return int((pages - free) * self.page_size)
+
+    def reclaim(self) -> int:
+        """Give free pages back to the file system when they are more than ``RECLAIM_FREE_RATIO``
+        of the file: ``RECLAIM_PAGES`` per (short) write transaction. The pages given back."""
+        conn = self.conn()
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+        if free <= RECLAIM_MIN_PAGES or free <= pages * RECLAIM_FREE_RATIO:
+            return 0
+        for _ in range(-(-free // RECLAIM_PAGES)):
+            # executescript steps the pragma to its end (execute would free one page per step taken)
+            conn.executescript(f"PRAGMA incremental_vacuum({RECLAIM_PAGES});")
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # never waits for readers
+        (left,) = conn.execute("PRAGMA freelist_count").fetchone()
+        return int(free - left)
 
     @contextmanager
     def immediate(self) -> Iterator[sqlite3.Connection]:
@@ -257,12 +335,14 @@ class Channel(virtual.Channel):
     busy_timeout: float = DEFAULT_BUSY_TIMEOUT
     synchronous: str = "FULL"
     dead_letter: bool = True
+    max_bytes: int = DEFAULT_MAX_BYTES
 
     from_transport_options = virtual.Channel.from_transport_options + (  # type: ignore[assignment]  # kombu infers a 2-tuple
         "lease_seconds",
         "busy_timeout",
         "synchronous",
         "dead_letter",
+        "max_bytes",
     )
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
@@ -273,16 +353,57 @@ class Channel(virtual.Channel):
         self.synchronous = str(self.synchronous).upper()
         if self.synchronous not in _SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}")
+        self.max_bytes = int(self.max_bytes)
+        if self.max_bytes <= 0:
+            raise ValueError("max_bytes must be > 0")
         path = database_path(self.connection.client.hostname or "")
         self._store = _Store(path, float(self.busy_timeout), self.synchronous)
+        self._acks = 0
 
     # -- the virtual-transport primitives ---------------------------------
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        used = self._store.used_bytes()
+        if used >= self.max_bytes:
+            raise QueueFull(
+                f"embedded queue {self._store.path} is full ({used // (1 << 20)} MB of messages, the limit is "
+                f"{self.max_bytes // (1 << 20)} MB, broker.embedded_max_mb): this message was not published -- the adapter "
+                "is not consuming (stopped, or its store is down); start it or let it catch up, then publish again")
+        payload = json.dumps(self._sealed(message))
         self._store.conn().execute(
             "INSERT INTO messages (queue, payload, created_at) VALUES (?, ?, ?)",
-            (queue, json.dumps(message), time.time()),
+            (queue, payload, time.time()),
         )
+
+    def _sealed(self, message: dict[str, Any]) -> dict[str, Any]:
+        """``message`` with its body encrypted when the payload key is set (else unchanged)."""
+        properties = message.get("properties", {})
+        if message.get("body") is None:
+            return message
+        body = self.decode_body(message["body"], properties.get("body_encoding"))
+        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body or b"")
+        sealed = at_rest.seal_bytes(raw)
+        if sealed is None:
+            return message
+        return {**message, "body": sealed, _SEALED: True, "properties": {**properties, "body_encoding": None}}
+
+    @staticmethod
+    def _opened(message: dict[str, Any], row_id: int) -> dict[str, Any]:
+        """A fetched message with its body decrypted; one that cannot be (no key, another key)
+        keeps its encrypted text as body, for intake to store as an invalid event."""
+        if not message.pop(_SEALED, False):
+            return message
+        properties = message.setdefault("properties", {})
+        try:
+            raw = at_rest.open_sealed(message["body"])
+        except at_rest.PayloadKeyError as exc:
+            log.error("embedded queue message %d: %s; delivered encrypted (stored as an invalid event)", row_id, exc)
+            properties["body_encoding"] = None
+            message.update({"content-type": "application/octet-stream", "content-encoding": "binary"})
+            return message
+        message["body"] = base64.b64encode(raw).decode("ascii")
+        properties["body_encoding"] = "base64"
+        return message
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         """Lease the oldest visible message of ``queue`` or raise Empty."""
@@ -301,7 +422,7 @@ class Channel(virtual.Channel):
                 " deliveries = deliveries + 1 WHERE id = ?",
                 (now + self.lease_seconds, token, row_id),
             )
-        message = json.loads(payload)
+        message = self._opened(json.loads(payload), row_id)
         properties = message.setdefault("properties", {})
         properties["delivery_tag"] = _make_tag(row_id, token)
         properties.setdefault("delivery_info", {})["redelivered"] = deliveries > 0
@@ -328,10 +449,12 @@ class Channel(virtual.Channel):
             "DELETE FROM messages WHERE queue = ? AND visible_at <= ?",
             (queue, time.time()),
         )
+        self._store.reclaim()
         return cursor.rowcount
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
         self._store.conn().execute("DELETE FROM messages WHERE queue = ?", (queue,))
+        self._store.reclaim()
 
     def _restore(self, message: Any) -> None:
         """Give an unacked message back (clean close, recover, requeue)."""
@@ -345,6 +468,9 @@ class Channel(virtual.Channel):
     def _delete_row(self, delivery_tag: str) -> None:
         row_id, _ = _split_tag(delivery_tag)
         self._store.conn().execute("DELETE FROM messages WHERE id = ?", (row_id,))
+        self._acks += 1
+        if self._acks % RECLAIM_EVERY == 0:
+            self._store.reclaim()
 
     def _release(self, delivery_tag: str) -> None:
         """Make the message visible now, if we still hold its lease."""

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import httpx
 
+from adapter.destinations.classify import certificate_failure, transport_class
 from adapter.destinations.outcome import OutcomeClass
 
 
@@ -38,6 +39,12 @@ class TokenError(Exception):
     def __init__(self, message: str, klass: OutcomeClass):
         self.klass = klass
         super().__init__(message)
+
+
+def _refused(exc: BaseException) -> str:
+    """``": <what certificate was refused and the fix>"`` for a TLS certificate failure, else ``""``."""
+    refused = certificate_failure(exc)
+    return f": {refused}" if refused is not None else ""
 
 
 class TokenProvider(Protocol):
@@ -68,7 +75,7 @@ def _post_form(http: httpx.Client, url: str, form: dict[str, str], what: str) ->
         # A lost client-credentials answer is harmless: asking again issues another token. A lost
         # refresh-grant answer is not when the insurer rotates refresh tokens (the old one is spent):
         # the next try then fails as ``auth`` with the re-login hint below.
-        raise TokenError(f"{what}: {type(exc).__name__}", OutcomeClass.transient) from None
+        raise TokenError(f"{what}: {type(exc).__name__}{_refused(exc)}", transport_class(exc)) from None
 
 
 class ClientCredentialsProvider:
@@ -198,7 +205,7 @@ class AclAuthenticateProvider:
         try:
             answer = self._http.post(self._url, json=body)
         except httpx.HTTPError as exc:  # asking again only issues another token: harmless
-            raise TokenError(f"acl/authenticate: {type(exc).__name__}", OutcomeClass.transient) from None
+            raise TokenError(f"acl/authenticate: {type(exc).__name__}{_refused(exc)}", transport_class(exc)) from None
         token, ttl = _read_acl_answer(answer)
         return IssuedToken(token, time.monotonic() + ttl)
 
@@ -223,7 +230,8 @@ class PasswordGrantProvider:
         try:
             return self._http.post(self._url, data=form, headers={"Authorization": self._basic})
         except httpx.HTTPError as exc:
-            raise TokenError(f"DITAS token endpoint: {type(exc).__name__}", OutcomeClass.transient) from None
+            raise TokenError(f"DITAS token endpoint: {type(exc).__name__}{_refused(exc)}",
+                             transport_class(exc)) from None
 
     def fetch(self, principal: str) -> IssuedToken:
         with self._lock:

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from adapter.destinations.auth import TokenCache, TokenError
-from adapter.destinations.classify import class_of_status, retry_after_seconds
+from adapter.destinations.classify import certificate_failure, class_of_status, retry_after_seconds
 from adapter.destinations.outcome import Outcome, OutcomeClass
 from adapter.destinations.routes import body_summary
 from adapter.redact import redact_text
@@ -203,7 +203,11 @@ class Exchange:
 
     @staticmethod
     def _lost(request: Request, exc: httpx.HTTPError) -> Outcome:
-        """No answer. Before the request left: transient. After: ambiguous if it may have applied."""
+        """No answer. Before the request left: transient. After: ambiguous if it may have applied.
+        A refused TLS certificate: ``config``, with the fix in the message."""
+        refused = certificate_failure(exc)
+        if refused is not None:
+            return Outcome(OutcomeClass.config, f"{type(exc).__name__}: {refused}", response={"error": type(exc).__name__})
         klass = class_of_exception(exc)
         if klass is OutcomeClass.ambiguous and not request.may_apply:
             klass = OutcomeClass.transient  # a read applies nothing: asking again is harmless
@@ -261,7 +265,10 @@ class Exchange:
 
 def class_of_exception(exc: httpx.HTTPError) -> OutcomeClass:
     """Before the request left: transient. After it left with no answer, or with one that cannot be
-    decoded: ambiguous (the caller makes that transient for a request that applies nothing)."""
+    decoded: ambiguous (the caller makes that transient for a request that applies nothing). A refused
+    TLS certificate, on either side: config (nothing reached the insurer's application)."""
+    if certificate_failure(exc) is not None:
+        return OutcomeClass.config
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
         return OutcomeClass.transient
     if isinstance(exc, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError, httpx.WriteTimeout,

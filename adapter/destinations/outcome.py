@@ -16,6 +16,7 @@ class OutcomeClass(str, Enum):
     not_found = "not_found"  # a lookup found nothing: safe to send
     invalid = "invalid"  # cannot be sent as it stands (mapping, route or a refused predecessor)
     waiting = "waiting"  # not sent now: a predecessor is not registered yet, or the claim's time ran out
+    config = "config"  # a TLS certificate was refused, ours or the insurer's: parked until the config is fixed
 
 
 @dataclass

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from adapter.config import AdapterConfig, DestinationConfig
 from adapter.destinations.auth import RefreshTokenStore, TokenCache
@@ -40,6 +40,19 @@ class BuildContext:
     """Gets every request and answer of the destination's exchange (audit, lab capture)."""
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why an event must not be sent to a destination at all: the submission is stored
+    ``invalid`` with ``error_class`` (e.g. ``not_covered``) and ``reason`` (no identifiers)."""
+
+    error_class: str
+    reason: str
+
+
+Screen = Callable[[dict[str, Any]], "Refusal | None"]
+"""Run by intake on a validated event before it is mapped for the destination."""
+
+
 @dataclass
 class Built:
     """One destination, built: what the dispatcher, intake and the outage control need of it."""
@@ -48,6 +61,8 @@ class Built:
     tokens: TokenCache
     principal_mode: str = "facility"
     """Whose token a submission is sent with: the facility's, or its prescriber's."""
+    screen: Screen | None = None
+    """Refuses, at intake, events this destination must never be sent (see ``Refusal``)."""
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,16 @@ class Problem:
 
 
 class EventRejected(Exception):
-    """The body is not a valid event. ``event_id`` is the HIS's id when it could be read."""
+    """The body is not a valid event. ``event_id`` is the HIS's id when it could be read;
+    ``document`` the JSON value read from the body (None when it was not JSON, or had a
+    repeated key: then only the bytes say what was sent)."""
 
-    def __init__(self, problems: list[Problem], event_id: str | None, event_type: str | None):
+    def __init__(self, problems: list[Problem], event_id: str | None, event_type: str | None,
+                 document: Any = None):
         self.problems = problems
         self.event_id = event_id
         self.event_type = event_type
+        self.document = document
         super().__init__("; ".join(str(p) for p in problems))
 
 
@@ -64,6 +68,47 @@ def body_fingerprint(body: bytes) -> str:
     return "unreadable-" + hashlib.sha256(body).hexdigest()[:32]
 
 
+class _RepeatedKeys(dict[str, Any]):
+    """A JSON object in which the sender wrote some key more than once (``repeated``)."""
+
+    repeated: list[str]
+
+
+def _repeated_key_paths(node: Any, path: str = "$") -> list[str]:
+    """Where ``_RepeatedKeys`` objects are in a document: ``payload.items.0.code``-style paths."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        if isinstance(node, _RepeatedKeys):
+            found += [_join(path, key) for key in node.repeated]
+        for key, value in node.items():
+            found += _repeated_key_paths(value, _join(path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _repeated_key_paths(value, _join(path, str(index)))
+    return found
+
+
+def _join(path: str, key: str) -> str:
+    key = _safe_text(key)
+    return key if path == "$" else f"{path}.{key}"
+
+
+def _repeated_keys_problem(document: Any) -> EventRejected:
+    """A body with a key written twice is refused: which value the HIS meant is a guess, and the
+    two readers (this one, a later replay) could guess differently."""
+    try:
+        paths = _repeated_key_paths(document)
+    except RecursionError:
+        paths = ["$"]
+    problems = [Problem(path, "duplicate key in a JSON object: the body gives it more than once, "
+                              "which value is meant cannot be told") for path in paths[:20]]
+    top = document if isinstance(document, dict) else {}
+    repeated_top = set(getattr(top, "repeated", ()))
+    event_id = None if "event_id" in repeated_top else event_id_or_none(top.get("event_id"))
+    event_type = None if "event_type" in repeated_top else _event_type_or_none(top.get("event_type"))
+    return EventRejected(problems, event_id, event_type)
+
+
 def _read_json(body: bytes | str) -> Any:
     if isinstance(body, str):
         body = body.encode("utf-8", "surrogatepass")
@@ -73,8 +118,22 @@ def _read_json(body: bytes | str) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise EventRejected([Problem("$", f"not UTF-8 (byte {exc.start})")], None, None) from None
+    repeats: list[bool] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) == len(items):
+            return obj
+        repeated = _RepeatedKeys(obj)
+        counts: dict[str, int] = {}
+        for key, _ in items:
+            counts[key] = counts.get(key, 0) + 1
+        repeated.repeated = [key for key, count in counts.items() if count > 1]
+        repeats.append(True)
+        return repeated
+
     try:
-        return json.loads(text)
+        document = json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         raise EventRejected([Problem("$", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")],
                             None, None) from None
@@ -82,6 +141,9 @@ def _read_json(body: bytes | str) -> Any:
         raise EventRejected([Problem("$", "JSON nested too deeply")], None, None) from None
     except ValueError:  # e.g. an integer literal longer than Python's int-conversion limit
         raise EventRejected([Problem("$", "malformed JSON: a number too long to read")], None, None) from None
+    if repeats:
+        raise _repeated_keys_problem(document)
+    return document
 
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
@@ -120,7 +182,21 @@ def _problems_from(error: ValidationError, value_key: bytes | None) -> list[Prob
 def parse_event(body: bytes | str, *, value_key: bytes | None = None) -> Event:
     """Validate a message body against contract v1. ``value_key``: the key of ``mask_value``'s
     digests in the problems of a rejected body (none without it)."""
+    return read_event(body, value_key=value_key)[0]
+
+
+def read_event(body: bytes | str, *, value_key: bytes | None = None) -> tuple[Event, Any]:
+    """``parse_event``, and the JSON document as read from the body (what intake compares a
+    repeat of the event id by: ``adapter.events.content``)."""
     raw = _read_json(body)
+    try:
+        return _validate(raw, value_key), raw
+    except EventRejected as rejected:
+        rejected.document = raw
+        raise
+
+
+def _validate(raw: Any, value_key: bytes | None) -> Event:
     if not isinstance(raw, dict):
         raise EventRejected([Problem("$", f"expected a JSON object, got {type(raw).__name__}")], None, None)
     event_id = event_id_or_none(raw.get("event_id"))

@@ -18,6 +18,7 @@ from adapter.events.identity import national_code_problem
 
 Transform = Callable[[Any], Any]
 TRANSFORMS: dict[str, Transform] = {}
+_FIDA = re.compile(r"^[0-9]{8,16}$")
 
 
 class TransformError(ValueError):
@@ -132,28 +133,48 @@ def national_code(value: Any) -> str:
     return code
 
 
+FIDA_PREFIX = "FDA"
+"""How Tamin is sent a foreign national's FIDA id: ``FDA`` + the id. Documented only for
+foreign doctors' ``docNationalCode`` (research s.3.1); for patients it is a guess
+(docs/tamin-wire.md), so ``patient_id_for_tamin_bare_fida`` sends the bare id instead."""
+
+
 @transform("patient_id_for_tamin")
 def patient_id_for_tamin(value: Any) -> str:
     """The event's ``patient.identity`` object ``{kind, value}`` to Tamin's ``patient`` field.
 
-    national_code, mother_national_code (newborn) and fida send the value;
-    unidentified sends ``UNKNOWN`` (Tamin's anonymous patient).
+    national_code and mother_national_code (newborn: seed 002 s.7 note 3) send the code;
+    fida sends ``FDA`` + the id; unidentified sends ``UNKNOWN`` (Tamin's anonymous patient;
+    intake refuses it first unless ``destinations.tamin.accepts_unidentified_patients``).
     """
+    return _patient_id(value, "patient_id_for_tamin", FIDA_PREFIX)
+
+
+@transform("patient_id_for_tamin_bare_fida")
+def patient_id_for_tamin_bare_fida(value: Any) -> str:
+    """As ``patient_id_for_tamin``, but a FIDA id is sent as it is (no ``FDA`` prefix)."""
+    return _patient_id(value, "patient_id_for_tamin_bare_fida", "")
+
+
+def _patient_id(value: Any, name: str, fida_prefix: str) -> str:
     if not isinstance(value, dict) or "kind" not in value:
-        raise TransformError("patient_id_for_tamin: expected the patient.identity object {kind, value}")
+        raise TransformError(f"{name}: expected the patient.identity object {{kind, value}}")
     kind = value.get("kind")
     if kind == "unidentified":
         return "UNKNOWN"
     if kind not in ("national_code", "mother_national_code", "fida"):
-        raise TransformError("patient_id_for_tamin: unknown identity kind")
+        raise TransformError(f"{name}: unknown identity kind")
     raw = value.get("value")
     if not isinstance(raw, str) or not raw.strip():
-        raise TransformError(f"patient_id_for_tamin: {kind} identity without a value")
+        raise TransformError(f"{name}: {kind} identity without a value")
     code = to_ascii_digits(raw).strip()
-    if kind != "fida":
-        problem = national_code_problem(code)
-        if problem:
-            raise TransformError(f"patient_id_for_tamin: {kind} is not a valid national code ({problem})")
+    if kind == "fida":
+        if not _FIDA.match(code):
+            raise TransformError(f"{name}: a fida id is 8 to 16 digits")
+        return fida_prefix + code
+    problem = national_code_problem(code)
+    if problem:
+        raise TransformError(f"{name}: {kind} is not a valid national code ({problem})")
     return code
 
 

@@ -11,8 +11,8 @@ import typer
 from rich.table import Table
 
 from adapter.config import DEFAULT_CONFIG, ConfigError
-from adapter.ops.cli_common import (ConfigOption, ConfigProblemsGroup, config_or_exit, console, err, fail_config,
-                                    print_json)
+from adapter.ops.cli_common import (ActorOption, ConfigOption, ConfigProblemsGroup, ReasonOption, config_or_exit,
+                                    console, err, fail_config, operator_action, print_json, require_reason)
 
 # ConfigProblemsGroup: a ConfigError that escapes any command (a read-only store, ...) ends it
 # as every configuration problem does: one line per problem, exit code 2
@@ -38,13 +38,14 @@ def demo(
     configure("WARNING", "console")
     try:
         if json_out:
-            summary = run_demo(config, workdir, patients)
+            summary = run_demo(config, workdir, patients, notice=lambda text: err.print(text, markup=False))
         else:
             with Progress(TextColumn("[bold]events settled"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=err) as bar:
                 task = bar.add_task("demo", total=None)
                 summary = run_demo(config, workdir, patients,
-                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
+                                   progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                   notice=lambda text: bar.console.print(text, markup=False))
     except ConfigError as exc:
         fail_config(exc)
     if json_out:
@@ -165,6 +166,10 @@ def _print_trail(trail: dict[str, Any]) -> None:
     for problem in event["problems"] or []:
         console.print(f"  problem: {problem['field']}: {problem['rule']} {problem.get('value', '')}", markup=False)
     console.print_json(json.dumps(event["body"], ensure_ascii=False))
+    for version in event.get("versions") or []:  # other bodies received under this id (adapter.store.versions)
+        console.print(f"\n[bold]version {version['id']}[/] {version['state']} received={version['received_at']} "
+                      f"differs at: {', '.join(version['differs_at'] or ['(not JSON)'])}", highlight=False)
+        console.print_json(json.dumps(version["body"], ensure_ascii=False))
     for sub in trail["submissions"]:
         console.print(f"\n[bold]submission {sub['id']}[/] {sub['destination']}/{sub['operation']} "
                       f"state={sub['state']} attempts={sub['attempts']} result={sub['result']}")
@@ -183,10 +188,22 @@ def publish(file: Annotated[Path, typer.Argument(help="JSON Lines: one event per
             config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Put events on the configured broker (each line as one message, unchanged)."""
     from adapter.broker.connection import publish_bodies
+    from adapter.broker.sqlite_transport import QueueFull
+    from adapter.keys import payload_key_problems
+    from adapter.store import at_rest
 
     cfg = config_or_exit(config)
+    problems = payload_key_problems(cfg.secrets.payload_key_env, source=cfg.source_file)
+    if problems:  # the embedded queue encrypts bodies with it
+        err.print("\n".join(problems), markup=False)
+        raise typer.Exit(2)
+    at_rest.use_key_env(cfg.secrets.payload_key_env)
     lines = [line for line in file.read_bytes().splitlines() if line.strip()]
-    count = publish_bodies(cfg.broker, lines)
+    try:
+        count = publish_bodies(cfg.broker, lines)
+    except QueueFull as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(1) from None
     err.print(f"published {count} messages to {cfg.broker.queue}")
 
 
@@ -287,11 +304,15 @@ def mapping_lint(root: Annotated[Path, typer.Option(help="the mappings folder")]
 
 
 @app.command()
-def schema(out: Annotated[Optional[Path], typer.Option(help="write to this file instead of stdout")] = None) -> None:
-    """The JSON Schema of event contract v1."""
+def schema(out: Annotated[Optional[Path], typer.Option(help="write to this file instead of stdout")] = None,
+           replies: Annotated[bool, typer.Option(
+               "--replies", help="the reply contract's schema (docs/reply-schema.json) instead of the events'")] = False,
+           ) -> None:
+    """The JSON Schema of event contract v1 (docs/event-schema.json), or with --replies of reply contract v1."""
     from adapter.events.contract import event_json_schema
+    from adapter.replies.contract import reply_json_schema
 
-    text = json.dumps(event_json_schema(), ensure_ascii=False, indent=2) + "\n"
+    text = json.dumps(reply_json_schema() if replies else event_json_schema(), ensure_ascii=False, indent=2) + "\n"
     if out:
         out.write_text(text, encoding="utf-8")
     else:
@@ -299,9 +320,15 @@ def schema(out: Annotated[Optional[Path], typer.Option(help="write to this file 
 
 
 @app.command("db-upgrade")
-def db_upgrade(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Migrate the database schema to the newest version (adapter run does this too)."""
-    from adapter.store.db import StoreUnusable, check_writable, make_engine, upgrade
+def db_upgrade(config: ConfigOption = DEFAULT_CONFIG,
+               reason: Annotated[Optional[str], typer.Option(
+                   "--reason", help="why (optional: adapter run migrates at every start too)")] = None,
+               actor: ActorOption = None) -> None:
+    """Migrate the database schema to the newest version (adapter run does this too). Recorded in
+    the operator audit once the schema (and so the audit's table) is there."""
+    from adapter.ops.operator_audit import current_who
+    from adapter.store import operator_actions
+    from adapter.store.db import StoreUnusable, check_writable, make_engine, make_sessionmaker, upgrade
 
     cfg = config_or_exit(config)
     try:
@@ -309,6 +336,8 @@ def db_upgrade(config: ConfigOption = DEFAULT_CONFIG) -> None:
         engine = make_engine(cfg.database.url)
         try:
             check_writable(engine, cfg.database.url)
+            operator_actions.record(make_sessionmaker(engine), current_who(actor), "db-upgrade", {},
+                                    (reason or "").strip() or None, "schema is up to date")
         finally:
             engine.dispose()
     except StoreUnusable as exc:
@@ -318,21 +347,29 @@ def db_upgrade(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
 @auth_app.command("set-refresh-token")
 def set_refresh_token(prescriber: Annotated[str, typer.Option(help="the prescriber's national code")],
+                      reason: ReasonOption = None, actor: ActorOption = None,
                       config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Store a prescriber's Tamin refresh token (read from stdin), encrypted."""
+    """Store a prescriber's Tamin refresh token (read from stdin), encrypted. Audited with the
+    national code masked; the token is never recorded."""
     from adapter.app import open_store
     from adapter.destinations.tamin.client import DESTINATION
     from adapter.keys import load_key
+    from adapter.redact import mask
     from adapter.store.refresh_tokens import DbRefreshTokenStore
 
+    why = require_reason(reason, "auth set-refresh-token")
     cfg = config_or_exit(config)
     token = sys.stdin.readline().strip()
     if not token:
         err.print("no token on stdin")
         raise typer.Exit(2)
     _, sessions = open_store(cfg, writable=True)
-    key = load_key(cfg.secrets.token_key_env, cfg.secrets.token_key_file, source=cfg.source_file, key_name="token_key")
-    DbRefreshTokenStore(sessions, key, DESTINATION).put(prescriber, token)
+    with operator_action(sessions, "auth set-refresh-token", {"destination": DESTINATION, "prescriber": mask(prescriber)},
+                         why, actor) as action:
+        key = load_key(cfg.secrets.token_key_env, cfg.secrets.token_key_file, source=cfg.source_file,
+                       key_name="token_key")
+        DbRefreshTokenStore(sessions, key, DESTINATION).put(prescriber, token)
+        action.done("stored (encrypted)")
     err.print("stored (encrypted)")
 
 
@@ -344,6 +381,8 @@ from adapter.ops import cli_outage; cli_outage.register(app)  # noqa: E402,E702 
 
 from adapter.ops import cli_ops; cli_ops.register(app)  # noqa: E402,E702  adapter prune / adapter config check
 from adapter.ops import cli_alerts; cli_alerts.register(app)  # noqa: E402,E702  adapter alerts test
+from adapter.ops import cli_replies; cli_replies.register(app)  # noqa: E402,E702  adapter replies list/resend/tail
+from adapter.ops import cli_audit; cli_audit.register(app)  # noqa: E402,E702  adapter audit list
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """What every ``adapter`` sub-command module shares: the consoles, the ``--config`` option,
-loading the config or exiting with its problems, and JSON output.
+loading the config or exiting with its problems, JSON output, and the ``--reason`` / ``--actor``
+options and operator audit of the commands that change state (``adapter.ops.operator_audit``).
 
 Lives apart from ``adapter.ops.cli`` so the command modules (``cli_replay``, ``cli_outage``,
 ``cli_ops``, ``cli_alerts``) import it at the top instead of reaching back into the module
@@ -10,19 +11,41 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from contextlib import AbstractContextManager
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
 from adapter.config import AdapterConfig, ConfigError, load_config
+from adapter.ops.operator_audit import Action, audited, current_who
 
 console = Console()
 err = Console(stderr=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", envvar="ADAPTER_CONFIG",
                                             help="config file (env ADAPTER_CONFIG)")]
+ReasonOption = Annotated[Optional[str], typer.Option(
+    "--reason", help="why (required; kept in the operator audit, see adapter audit list)")]
+ActorOption = Annotated[Optional[str], typer.Option(
+    "--actor", help="who you say you are: kept as claimed, beside the OS user the command runs as "
+                    "[default: the OS user]")]
+
+
+def require_reason(reason: Optional[str], command: str) -> str:
+    """The stripped ``--reason``, or exit 2 saying it is required (before anything is opened)."""
+    if reason is None or not reason.strip():
+        err.print(f'[bold red]error:[/] adapter {command}: --reason "..." is required (it goes into the '
+                  "operator audit, see adapter audit list)", highlight=False)
+        raise typer.Exit(2)
+    return reason.strip()
+
+
+def operator_action(sessions: Any, command: str, arguments: dict[str, Any], reason: Optional[str],
+                    actor: Optional[str]) -> AbstractContextManager[Action]:
+    """Audit a state-changing command as the OS user running it (``--actor`` kept as claimed)."""
+    return audited(sessions, current_who(actor), command, arguments, reason)
 
 
 def config_or_exit(path: Path) -> AdapterConfig:

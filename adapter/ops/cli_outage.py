@@ -7,7 +7,6 @@ Registered on the main ``adapter`` command by ``register(app)`` (called at the b
 from __future__ import annotations
 
 import csv
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -16,25 +15,24 @@ from typing import Annotated, Any, Optional
 import typer
 
 from adapter.config import DEFAULT_CONFIG
-from adapter.ops.cli_common import ConfigOption, config_or_exit, console, err, print_json
+from adapter.ops.cli_common import (ActorOption, ConfigOption, config_or_exit, console, err,
+                                    operator_action, print_json, require_reason)
+from adapter.ops.operator_audit import actor_name, current_who
 
 DestinationOption = Annotated[str, typer.Option("--destination", "-d", help="the destination, e.g. tamin")]
-ActorOption = Annotated[Optional[str], typer.Option("--actor", help="who does this (default: the login name)")]
 
 
 def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name (container): say so rather than guess
-        return "unknown-operator"
+    """The name the outage row carries: ``--actor`` when given, else the OS user."""
+    return actor_name(current_who(actor))
 
 
-def _store(config: Path) -> tuple[Any, Any]:
+def _store(config: Path, writable: bool = False) -> tuple[Any, Any]:
+    """The config and sessions; ``writable``: a store that takes no writes is a config error here,
+    before the operator audit's row or the outage is written."""
     from adapter.app import open_store
     cfg = config_or_exit(config)
-    _, sessions = open_store(cfg)
+    _, sessions = open_store(cfg, writable=writable)
     return cfg, sessions
 
 
@@ -50,27 +48,29 @@ def _check_destination(cfg: Any, destination: str) -> None:
 
 
 def start(destination: DestinationOption,
-          reason: Annotated[str, typer.Option("--reason", help="why (shown to operators, sent to the HIS)")],
+          reason: Annotated[Optional[str], typer.Option(
+              "--reason", help="why (required; shown to operators, sent to the HIS, kept in the operator audit)")] = None,
           actor: ActorOption = None, config: ConfigOption = DEFAULT_CONFIG,
           json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Declare an outage: nothing is sent to the destination (not even probes) until it is ended;
     new prescriptions get paper-fallback records and the HIS is told to print the paper form."""
     from adapter.outage import records
 
-    cfg, sessions = _store(config)
+    why = require_reason(reason, "outage start")
+    cfg, sessions = _store(config, writable=True)
     _check_destination(cfg, destination)
-    if not reason.strip():
-        err.print("--reason must not be empty")
-        raise typer.Exit(2)
-    with sessions() as session:
+    with operator_action(sessions, "outage start", {"destination": destination}, why, actor) as action, \
+            sessions() as session:
         try:
-            row = records.start_outage(session, destination, reason=reason.strip(), actor=_actor(actor),
+            row = records.start_outage(session, destination, reason=why, actor=_actor(actor),
                                        detected=records.MANUAL)
             session.commit()
         except records.OutageError as exc:
+            action.failed(str(exc))
             err.print(str(exc), markup=False)
             raise typer.Exit(1) from None
         data = records.outage_dict(row)
+        action.done(f"outage {data['id']} started")
     if json_out:
         print_json(data)
     else:
@@ -79,7 +79,8 @@ def start(destination: DestinationOption,
 
 
 def end(destination: DestinationOption,
-        reason: Annotated[Optional[str], typer.Option("--reason", help="why it is over")] = None,
+        reason: Annotated[Optional[str], typer.Option(
+            "--reason", help="why it is over (required; kept in the operator audit)")] = None,
         actor: ActorOption = None, config: ConfigOption = DEFAULT_CONFIG,
         json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """End the destination's open outage(s) -- declared and automatic: sending resumes (rate-limited),
@@ -88,12 +89,15 @@ def end(destination: DestinationOption,
     from adapter.outage.control import pull_forward
     from adapter.store.types import utcnow
 
-    cfg, sessions = _store(config)
+    why = require_reason(reason, "outage end")
+    cfg, sessions = _store(config, writable=True)
     _check_destination(cfg, destination)
-    with sessions() as session:
+    with operator_action(sessions, "outage end", {"destination": destination}, why, actor) as action, \
+            sessions() as session:
         now = utcnow()
-        ended = records.end_outages(session, destination, actor=_actor(actor), reason=reason, now=now)
+        ended = records.end_outages(session, destination, actor=_actor(actor), reason=why, now=now)
         if not ended:
+            action.failed(f"no open outage of {destination}")
             err.print(f"no open outage of {destination}")
             raise typer.Exit(1)
         if any(row.detected == records.CIRCUIT for row in ended):  # status must not show a stale open circuit
@@ -101,6 +105,7 @@ def end(destination: DestinationOption,
         due = pull_forward(session, destination, now)
         session.commit()
         data = [records.outage_dict(row) for row in ended]
+        action.done(f"ended outage(s) {', '.join(str(item['id']) for item in data)}; {due} retries due now")
     if json_out:
         print_json(data)
         return

@@ -4,7 +4,7 @@ Registered on the main ``adapter`` app by ``adapter.ops.cli`` (``cli_replay.regi
 The shared helpers come from ``adapter.ops.cli_common``.
 """
 
-import getpass
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -13,7 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from adapter.config import DEFAULT_CONFIG
-from adapter.ops.cli_common import ConfigOption, config_or_exit, console, err, fail_config, print_json
+from adapter.ops.cli_common import (ConfigOption, config_or_exit, console, err, fail_config, operator_action,
+                                    print_json)
+from adapter.ops.operator_audit import actor_name, current_who
 
 StateOpt = Annotated[Optional[list[str]], typer.Option(
     "--state", help="submission state (repeatable: --state dead --state rejected)", show_default=False)]
@@ -136,18 +138,28 @@ def replay_command(
                                                         "current mapping files")] = False,
     reason: Annotated[Optional[str], typer.Option("--reason", help="why (recorded in the audit trail); "
                                                                    "required unless --dry-run")] = None,
-    actor: Annotated[Optional[str], typer.Option("--actor", help="who, for the audit trail "
-                                                                 "[default: the OS user]")] = None,
+    actor: Annotated[Optional[str], typer.Option("--actor", help="who you say you are, for the audit trail: kept "
+                                                                 "as claimed beside the OS user [default: the OS user]")] = None,
+    conflict: Annotated[Optional[str], typer.Option(
+        "--conflict", metavar="EVENT_ID", help="make the event's newest conflicting version (a different body "
+                                               "under its id, see adapter show) the event, if nothing can be sent twice")] = None,
     json_out: JsonOpt = False,
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
-    """Move rejected, invalid or dead submissions back to pending (audited), by id or by filter.
+    """Move rejected, invalid or dead submissions back to pending (audited), by id or by filter;
+    or, with --conflict EVENT_ID, replay an event's conflicting version as the event.
 
-    Exit code 0 when every requested replay happened, 1 when some were skipped, 2 on bad arguments.
+    Exit code 0 when every requested replay happened, 1 when some were skipped (or the conflict
+    was refused), 2 on bad arguments.
     """
     from adapter.config import ConfigError
     from adapter.ops.replay import Replayer, ReplayArgumentError
 
+    if conflict is not None:
+        if submission_ids or use_filter or remap:
+            raise _bad("--conflict EVENT_ID takes no submission ids, --filter or --remap")
+        _replay_conflict(conflict, reason, actor, dry_run, json_out, config)
+        return
     ids = _ids(submission_ids or [])
     filter_given = any((state, destination, event_type, operation, since, until, error))
     if use_filter and ids:
@@ -170,17 +182,24 @@ def replay_command(
                 mappings = load_checked_mappings(cfg)
             except ConfigError as exc:
                 fail_config(exc)
-        try:
-            replayer = Replayer(sessions, actor=actor or _os_user(), reason=reason, mappings=mappings,
-                                dry_run=dry_run, batch_size=batch_size)
-            matched = None
-            if filters is not None:
-                ids, matched = replayer.candidates(filters, max_rows)
-            report = _with_progress(lambda progress: replayer.replay_ids(ids, progress, matched=matched),
-                                    show=filters is not None or len(ids) > batch_size,
-                                    label="checking" if dry_run else "replaying")
-        except ReplayArgumentError as exc:
-            raise _bad(str(exc)) from None
+        audit: Any = nullcontext(None) if dry_run else operator_action(
+            sessions, "replay", _audit_arguments(ids, filters, remap, max_rows), reason, actor)
+        with audit as action:
+            try:
+                replayer = Replayer(sessions, actor=actor_name(current_who(actor)), reason=reason, mappings=mappings,
+                                    dry_run=dry_run, batch_size=batch_size)
+                matched = None
+                if filters is not None:
+                    ids, matched = replayer.candidates(filters, max_rows)
+                report = _with_progress(lambda progress: replayer.replay_ids(ids, progress, matched=matched),
+                                        show=filters is not None or len(ids) > batch_size,
+                                        label="checking" if dry_run else "replaying")
+            except ReplayArgumentError as exc:
+                if action is not None:
+                    action.failed(str(exc))
+                raise _bad(str(exc)) from None
+            if action is not None:
+                _audit_outcome(action, report)
         if json_out:
             print_json(report.as_json())
         else:
@@ -193,6 +212,48 @@ def replay_command(
     raise typer.Exit(1 if report.skipped else 0)
 
 
+def _replay_conflict(event_id: str, reason: Optional[str], actor: Optional[str], dry_run: bool, json_out: bool,
+                     config: Path) -> None:
+    """``adapter replay --conflict``: ``adapter.pipeline.supersede`` does it; audited as a replay."""
+    from adapter.app import build
+    from adapter.config import ConfigError
+    from adapter.ops.replay import actor_name as replay_actor
+    from adapter.pipeline.supersede import ConflictRefused, replay_conflict
+
+    if not (reason and reason.strip()):
+        raise _bad('--reason "..." is required (it goes into the audit trail)')
+    cfg = config_or_exit(config)
+    try:
+        app = build(cfg)
+    except ConfigError as exc:
+        fail_config(exc)
+    try:
+        audit: Any = nullcontext(None) if dry_run else operator_action(
+            app.sessions, "replay", {"conflict": event_id}, reason, actor)
+        with audit as action:
+            try:
+                done = replay_conflict(app.sessions, app.intake, event_id, reason=reason, dry_run=dry_run,
+                                       actor=replay_actor(actor_name(current_who(actor))))
+            except ConflictRefused as exc:
+                if action is not None:
+                    action.failed(str(exc))
+                err.print(Text(f"refused: {exc}"))
+                raise typer.Exit(1) from None
+            if action is not None:
+                action.done(f"replayed version {done.version_id} of {event_id}: {done.from_status} -> {done.to_status}")
+    finally:
+        app.close()
+    if json_out:
+        print_json(done.as_json())
+        return
+    verb = "would replay" if dry_run else "replayed"
+    console.print(Text(f"{verb} version {done.version_id} of {event_id} as the event: "
+                       f"{done.from_status} -> {done.to_status}"))
+    for sub in done.submissions:
+        console.print(Text(f"  submission {sub['id']} {sub['destination']}/{sub['operation']}: "
+                           f"{sub['from'] or '(new)'} -> {sub['to']}"))
+
+
 def _ids(values: list[str]) -> list[int]:
     ids: list[int] = []
     for value in values:
@@ -203,11 +264,28 @@ def _ids(values: list[str]) -> list[int]:
     return ids
 
 
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name (some containers): still audit something
-        return "unknown"
+_AUDITED_IDS = 50  # a longer list of ids is kept as its first ones and a count
+
+
+def _audit_arguments(ids: list[int], filters: Any, remap: bool, max_rows: int) -> dict[str, Any]:
+    """What the operator asked for, for the operator audit (filter text is masked by the store)."""
+    if filters is None:
+        return {"submission_ids": ids[:_AUDITED_IDS], "count": len(ids), "remap": remap}
+    from dataclasses import asdict
+
+    chosen = {name: value for name, value in asdict(filters).items() if value not in (None, ())}
+    return {"filter": {name: (value.isoformat() if hasattr(value, "isoformat") else value)
+                       for name, value in chosen.items()}, "remap": remap, "max": max_rows}
+
+
+def _audit_outcome(action: Any, report: Any) -> None:
+    replayed = list(report.replayed)
+    shown = ", ".join(str(i) for i in replayed[:_AUDITED_IDS]) + (" ..." if len(replayed) > _AUDITED_IDS else "")
+    detail = f"replayed {len(replayed)} ({shown or 'none'}); skipped {len(report.skipped)}"
+    if replayed or not report.skipped:
+        action.done(detail)
+    else:
+        action.failed(detail)
 
 
 def _with_progress(work: Any, *, show: bool, label: str) -> Any:

@@ -13,7 +13,10 @@
 
 Bound to 127.0.0.1 by default. Bound anywhere else it requires a bearer token
 (``status.token_env``/``token_file``) or HTTP basic auth (``status.basic_user`` + password),
-on every path; without one the adapter refuses to start (``resolve_auth``).
+on every path, and HTTPS (``status.tls_cert_file`` + ``tls_key_file``, unless
+``status.allow_plain_http``); without them the adapter refuses to start (``resolve_auth``,
+``resolve_serving``). Served by ``adapter.ops.status_server``: a connection cap, header and
+idle timeouts, TLS.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import hmac
 import html
 import ipaddress
 import json
+import resource
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -38,10 +43,13 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from adapter.config import AdapterConfig, ConfigError, read_secret
+from adapter.ops.status_server import ConnectionLimits, StatusServer
 from adapter.pipeline import metrics
 from adapter.redact import redact_text
+from adapter.store.health import store_reason
 from adapter.store.states import FINISHED
 from adapter.store.types import utcnow
+from adapter.tls import server_context
 
 FINISHED_OK = tuple(s.value for s in FINISHED)
 DB_TIMEOUT_S = 3.0
@@ -127,6 +135,41 @@ def resolve_auth(config: AdapterConfig) -> StatusAuth | None:
     return StatusAuth(token=token, user=user, password=password)
 
 
+@dataclass(frozen=True)
+class Serving:
+    """How the status service serves: its TLS context (None: plain HTTP) and connection limits."""
+
+    tls: ssl.SSLContext | None
+    limits: ConnectionLimits
+
+
+DESCRIPTOR_SHARE = 4
+"""The status service may take at most 1/4 of the process's file descriptors (``ulimit -n``)."""
+
+
+def resolve_serving(config: AdapterConfig) -> Serving:
+    """The status service's TLS and limits. Raises ``ConfigError`` naming key and fix when the
+    certificate files are missing, unreadable or do not load; when the service is bound beyond
+    loopback without them (unless ``status.allow_plain_http``); or when ``status.max_connections``
+    would take more than a quarter of the process's file descriptors, which delivery needs."""
+    status, source = config.status, config.source_file
+    limits = ConnectionLimits(status.max_connections, status.header_timeout_s, status.idle_timeout_s)
+    if not status.enabled:
+        return Serving(None, limits)
+    tls = server_context(status.tls_cert_file, status.tls_key_file, "status", source)
+    if tls is None and not status.allow_plain_http and not is_loopback(status.host):
+        raise ConfigError([f"{source}: status.host: {status.host} is reachable from other machines but the status "
+                           "service would serve plain HTTP -- fix: set status.tls_cert_file and status.tls_key_file "
+                           "(PEM), or status.allow_plain_http: true behind a TLS-terminating proxy, or bind "
+                           "status.host to 127.0.0.1"])
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and status.max_connections > soft // DESCRIPTOR_SHARE:
+        raise ConfigError([f"{source}: status.max_connections: {status.max_connections} would let the status service "
+                           f"take more than a quarter of this process's {soft} file descriptors, which delivery needs "
+                           f"-- fix: lower it to {max(1, soft // DESCRIPTOR_SHARE)} or less, or raise ulimit -n"])
+    return Serving(tls, limits)
+
+
 # -- what is shown -----------------------------------------------------------------------------
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -195,7 +238,20 @@ def readiness_checks(snapshot: dict[str, Any] | None, max_age_s: float, dispatch
     database: dict[str, Any] = {"ok": database_error is None}
     if database_error is not None:
         database["why"] = database_error
-    return {"consumer": consumer, "dispatcher": dispatcher, "database": database}
+    return {"consumer": consumer, "dispatcher": dispatcher, "database": database, "store": _store_check(snapshot)}
+
+
+def _store_check(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """What the running loops found of the store (``adapter.store.health``): red while one of them
+    finds it unavailable -- also when a ping would pass (a full disk refuses writes, not reads)."""
+    ok = snapshot.get("store_available") is not False
+    check: dict[str, Any] = {"ok": ok, "unavailable_since": snapshot.get("store_unavailable_since"),
+                             "unavailable_s": snapshot.get("store_unavailable_s"),
+                             "failing_loops": snapshot.get("store_failing_loops") or []}
+    if not ok:
+        check["why"] = (f"store unavailable since {check['unavailable_since']} ({snapshot.get('store_reason')}); "
+                        "the loops wait and retry on a new connection")
+    return check
 
 
 # -- the web app -------------------------------------------------------------------------------
@@ -245,7 +301,7 @@ def create_status_app(app: Any, liveness: Any | None = None, auth: StatusAuth | 
         except asyncio.TimeoutError:
             error = f"no answer within {DB_TIMEOUT_S:.0f}s"
         except Exception as exc:
-            error = redact_text(f"{type(exc).__name__}: {exc}")[:300]
+            error = store_reason(exc)  # the driver's first line: not SQLAlchemy's statement and parameters
         checks = readiness_checks(liveness.snapshot() if liveness is not None else None,
                                   status_cfg.ready_max_age_s, dispatch_max_age, error)
         ready = all(check["ok"] for check in checks.values())
@@ -269,18 +325,19 @@ def create_status_app(app: Any, liveness: Any | None = None, auth: StatusAuth | 
 
 
 class StatusService:
-    """The status app on uvicorn in a daemon thread, with its store collector in the metrics registry."""
+    """The status app on the gated server (``adapter.ops.status_server``) in a daemon thread, with
+    its store collector in the metrics registry."""
 
     def __init__(self, app: Any, liveness: Any | None = None, auth: StatusAuth | None = None):
-        from adapter.sim.server import SimServer  # a generic "uvicorn in a thread" runner
-
         self.auth = auth if auth is not None else resolve_auth(app.config)
+        serving = resolve_serving(app.config)
         status_cfg = app.config.status
         self._collector = metrics.StoreCollector(
             app.sessions, app.token_caches, status_cfg.cache_s,
             extra=(lambda: metrics.liveness_family(liveness.snapshot())) if liveness is not None else None)
         self._detach: Any = None
-        self._server = SimServer(create_status_app(app, liveness, self.auth), status_cfg.host, status_cfg.port)
+        self._server = StatusServer(create_status_app(app, liveness, self.auth), status_cfg.host, status_cfg.port,
+                                    serving.limits, serving.tls)
 
     @property
     def base_url(self) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from adapter.store import versions
 from adapter.store.models import CircuitStatus, InboxEvent, Submission
 from adapter.store.states import OPEN_STATES, State
 from adapter.store.types import utcnow
@@ -30,7 +31,9 @@ def status_report(session: Session) -> dict[str, Any]:
         oldest_pending = {"submission_id": oldest.id, "destination": oldest.destination, "state": oldest.state,
                           "since": oldest.created_at.isoformat(),
                           "age_seconds": round((utcnow() - oldest.created_at).total_seconds(), 1)}
-    return {"events": {**events, "duplicate_receipts": int(duplicate_receipts), "total": sum(events.values())},
+    conflicts = versions.open_conflicts(session)  # different bodies under known event ids, for an operator
+    return {"events": {**events, "duplicate_receipts": int(duplicate_receipts), "conflicts": conflicts,
+                       "total": sum(events.values())},
             "destinations": destinations, "oldest_pending": oldest_pending,
             "health": destination_health(session, set(destinations))}
 

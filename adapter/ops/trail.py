@@ -16,10 +16,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from adapter.redact import redact_shown, redact_text, redact_tree
-from adapter.store.models import Attempt, InboxEvent, StateChange, Submission
+from adapter.store import versions
+from adapter.store.models import Attempt, EventVersion, InboxEvent, StateChange, Submission
 
 
-def _event_body(row: InboxEvent) -> Any:
+def _event_body(row: InboxEvent | EventVersion) -> Any:
     try:
         return redact_shown(json.loads(row.body))
     except (ValueError, RecursionError):
@@ -51,10 +52,53 @@ def event_trail(session: Session, event_id: str) -> dict[str, Any] | None:
         "event": {"event_id": row.event_id, "event_type": row.event_type, "status": row.status,
                   "received_at": row.received_at.isoformat(), "occurred_at": row.occurred_at.isoformat() if row.occurred_at else None,
                   "facility_siam_id": row.facility_siam_id, "duplicate_receipts": row.duplicate_receipts,
-                  "problems": _problems(row.problems), "body": _event_body(row)},
+                  "problems": _problems(row.problems), "body": _event_body(row),
+                  "versions": [_version(v, row) for v in versions.versions_of(session, event_id)]},
         "submissions": [_submission(session, s, changes) for s in submissions],
         "event_state_changes": [_change(c) for c in changes if c.submission_id is None],
+        "replies": _replies(session, event_id),
     }
+
+
+def _replies(session: Session, event_id: str) -> list[dict[str, Any]]:
+    """What the HIS was told about the event (reply contract v1), with each reply's delivery state."""
+    from adapter.store.models import ReplyRow
+
+    return [{"reply_id": r.reply_id, "type": r.type, "state": r.state, "created_at": r.created_at.isoformat(),
+             "published_at": r.published_at.isoformat() if r.published_at else None,
+             "last_error": _text(r.last_error), "reply": redact_tree(r.body)}
+            for r in session.scalars(select(ReplyRow).where(ReplyRow.event_id == event_id).order_by(ReplyRow.id))]
+
+
+def _version(version: EventVersion, current: InboxEvent) -> dict[str, Any]:
+    """A body kept beside the event's (a conflict, or one it replaced), masked like the event's,
+    with the paths where it differs from the event's body (no values)."""
+    body = _event_body(version)
+    return {**versions.version_dict(version), "body": body, "differs_at": _differences(version.body, current.body)}
+
+
+def _differences(one: str, other: str) -> list[str] | None:
+    try:
+        a, b = json.loads(one), json.loads(other)
+    except (ValueError, RecursionError):
+        return None
+    found: list[str] = []
+    _diff(a, b, "", found)
+    return [redact_text(path) for path in found[:50]]
+
+
+def _diff(a: Any, b: Any, path: str, found: list[str]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            _diff(a.get(key, _MISSING), b.get(key, _MISSING), f"{path}.{key}" if path else str(key), found)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for index, (x, y) in enumerate(zip(a, b)):
+            _diff(x, y, f"{path}.{index}" if path else str(index), found)
+    elif a != b or type(a) is not type(b):
+        found.append(path or "$")
+
+
+_MISSING = object()
 
 
 def _submission(session: Session, sub: Submission, changes: Any) -> dict[str, Any]:

@@ -42,6 +42,20 @@ def current_outage(session: Session, destination: str) -> Outage | None:
     return (manual or rows)[0] if rows else None
 
 
+def any_outages(session: Session) -> bool:
+    """Whether any outage was ever recorded (almost always cheap: the table is tiny)."""
+    return session.scalar(select(Outage.id).limit(1)) is not None
+
+
+def outage_at(session: Session, destination: str, when: dt.datetime) -> Outage | None:
+    """The outage of ``destination`` that covered the moment ``when`` (a declared one first)."""
+    rows = list(session.scalars(select(Outage).where(
+        Outage.destination == destination, Outage.started_at <= when,
+        (Outage.ended_at.is_(None)) | (Outage.ended_at >= when)).order_by(Outage.id)))
+    manual = [o for o in rows if o.detected == MANUAL]
+    return (manual or rows)[0] if rows else None
+
+
 def start_outage(session: Session, destination: str, *, reason: str, actor: str, detected: str,
                  now: dt.datetime | None = None) -> Outage:
     existing = [o for o in open_outages(session, destination) if o.detected == detected]
@@ -131,6 +145,22 @@ def next_fallback_no(session: Session, prefix: str, facility: str, day: str) -> 
                                  .order_by(func.length(number).desc(), number.desc()).limit(1)) or stem
         sequence = highest[len(stem):]
     return f"{stem}{int(sequence) + 1 if sequence.isdigit() else 1:04d}"
+
+
+def new_paper_record(session: Session, prefix: str, timezone: str, *, event_id: str, facility: str,
+                     prescription_id: str, submission_id: int, destination: str, outage_id: int | None,
+                     reason: str | None, now: dt.datetime, refused: str | None = None) -> FallbackRecord:
+    """Number and add a paper-fallback record (``issued``; ``paper_claim`` at once when the
+    submission was ``refused`` already: the reason). Flushed, so a clash on the number surfaces here."""
+    number = next_fallback_no(session, prefix, facility, fallback_day(now, timezone))
+    record = FallbackRecord(
+        fallback_no=number, event_id=event_id, submission_id=submission_id, destination=destination,
+        outage_id=outage_id, facility_siam_id=facility, prescription_id=prescription_id, reason=reason,
+        created_at=now, state=PAPER_CLAIM if refused else ISSUED, claimed_at=now if refused else None,
+        claim_reason=refused)
+    session.add(record)
+    session.flush()
+    return record
 
 
 def settle_fallback(session: Session, submission_id: int, *, accepted: bool, result: dict[str, Any] | None = None,

@@ -54,7 +54,10 @@ from adapter.outage.breaker import Permit
 from adapter.outage.control import OutageControl
 from adapter.outage.records import settle_fallback
 from adapter.pipeline.policy import Settlement, decide
+from adapter.replies.make import ReplyRules, Settled, paper_reply, settled_reply
+from adapter.replies.rows import add_replies
 from adapter.store.audit import audit_rows, move_unaudited, state_change
+from adapter.store.health import StoreHealth, is_store_outage, store_reason
 from adapter.store.lookups import DestinationStore
 from adapter.store.models import CLAIMABLE_STATES_SQL, Attempt, FallbackRecord, Submission, table_of
 from adapter.store.states import DUE_STATES, OPEN_STATES, State
@@ -70,13 +73,14 @@ _NEXT_AT = _SUBMISSIONS.c.next_attempt_at
 _INSERT_ATTEMPT = insert(_ATTEMPTS)
 _FALLBACKS = FallbackRecord.__table__
 _FALLBACKS_OF = select(_FALLBACKS.c.submission_id).where(_FALLBACKS.c.submission_id.in_(bindparam("sids", expanding=True)))
+_REPLY_STATES = (State.accepted, State.rejected, State.invalid, State.dead)  # what the HIS is told about
 _DUE_NOW = text(f"submissions.{CLAIMABLE_STATES_SQL}")  # the index's own WHERE text: the planner then uses it
 
 
 # need the create's ids (a paraclinic confirm: its registration's): they wait for it, never the reverse
 _DEPENDENT_OPERATIONS = ("update", "cancel", "confirm")
 _JOB_COLUMNS = ("id", "event_id", "destination", "operation", "params", "payload", "principal", "idempotency_key",
-                "ambiguous", "subject_key", "after_key", "attempts", "result", "first_attempt_at")
+                "ambiguous", "subject_key", "after_key", "attempts", "result", "first_attempt_at", "his_ref")
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class _Claim:
 
     result: dict[str, Any] | None
     first_attempt_at: dt.datetime | None
+    his_ref: dict[str, Any] | None = None  # what the submission's replies name of the HIS's event
 
 
 @dataclass
@@ -191,8 +196,12 @@ def _take_statement(kind: str) -> Any:
 class Dispatcher:
     def __init__(self, sessions: sessionmaker[Session], destinations: Mapping[str, Destination],
                  retry: Mapping[str, RetryConfig], config: DispatchConfig, owner: str,
-                 clock: Callable[[], dt.datetime] = utcnow, outages: OutageControl | None = None):
+                 clock: Callable[[], dt.datetime] = utcnow, outages: OutageControl | None = None,
+                 replies: ReplyRules | None = None):
         self._sessions = sessions
+        self._replies = replies or ReplyRules()
+        self.on_replies: Callable[[], None] | None = None  # told after a commit that wrote replies (the outbox)
+        self.store_health: StoreHealth | None = None  # told when a claim or a settle finds the store down or back
         self._outages = outages
         self._permits: dict[int, Permit] = {}
         self._claims: dict[int, _Claim] = {}
@@ -366,6 +375,7 @@ class Dispatcher:
         with self._sessions() as session:
             candidates = _candidates(session, destinations, now, self._abandoned_before(now), probe, limit, abandoned)
             if not candidates:
+                self._store_ok()
                 return []
             order = {sid: i for i, (sid, _) in enumerate(candidates)}
             rows: list[Any] = []
@@ -376,8 +386,9 @@ class Dispatcher:
             audit_rows(session, [state_change(r.event_id, r.id, seen, State.sending.value, ACTOR, reason)
                                  for r, seen, reason in (self._claim_reason(r, candidates, probe) for r in rows)])
             session.commit()
+        self._store_ok()
         for row in rows:
-            self._claims[row.id] = _Claim(row.result, row.first_attempt_at)
+            self._claims[row.id] = _Claim(row.result, row.first_attempt_at, row.his_ref)
         return [self._job(row) for row in rows]
 
     def _take(self, session: Session, ids: list[int], seen_state: str, now: dt.datetime, lease_until: dt.datetime,
@@ -425,7 +436,10 @@ class Dispatcher:
             prepared, outcome = self._attempt(job)
             health = outcome.klass
         except Exception as exc:  # a bug must not lose the submission: park it for a retry
-            log.exception("dispatch failed for submission %s", job.submission_id)
+            if is_store_outage(exc):  # preparing read the store: nothing was sent
+                self._store_failed(exc)
+            else:
+                log.exception("dispatch failed for submission %s", job.submission_id)
             outcome = Outcome(OutcomeClass.transient, f"internal error: {type(exc).__name__}")
         finished = _Finished(job, prepared, outcome, health, counted, threading.Event())
         self._finished.put(finished)
@@ -474,21 +488,57 @@ class Dispatcher:
         return batch
 
     def _record(self, batch: list[_Finished]) -> None:
+        """Record ``batch`` in one transaction, else one by one (one bad row must not keep the others
+        unrecorded). Whatever is not recorded is left ``sending``: looked up at the destination after
+        the lease, never resent blindly. With the store down, the rest are not tried one by one."""
         try:
             try:
                 self._settle_all(batch)
-            except Exception:  # one bad row must not keep the others unrecorded: one transaction each
-                log.warning("recording %d outcomes together failed; recording them one by one", len(batch),
-                            exc_info=True)
-                for item in batch:
-                    try:
-                        self._settle_all([item])
-                    except Exception:  # left sending: looked up after the lease, never resent blindly
-                        log.exception("could not record the outcome of submission %s", item.claimed.submission_id)
-                        item.moved = item.observe = False
+                self._store_ok()
+            except Exception as exc:
+                if is_store_outage(exc):
+                    self._store_failed(exc)
+                else:
+                    log.warning("recording %d outcomes together failed; recording them one by one", len(batch),
+                                exc_info=True)
+                self._record_one_by_one(batch)
         finally:
             for item in batch:
                 self._after_record(item)
+
+    def _record_one_by_one(self, batch: list[_Finished]) -> None:
+        """One transaction each, on a new connection (a cut one was dropped); after a second store
+        outage error the rest are left ``sending`` (the store is down, not the rows)."""
+        outages = left = 0
+        for item in batch:
+            if outages > 1:
+                item.moved = item.observe = False
+                left += 1
+                continue
+            try:
+                self._settle_all([item])
+                self._store_ok()
+            except Exception as exc:
+                item.moved = item.observe = False
+                left += 1
+                if is_store_outage(exc):
+                    outages += 1
+                    self._store_failed(exc)
+                else:
+                    log.exception("could not record the outcome of submission %s", item.claimed.submission_id)
+        if outages:
+            log.warning("%d outcomes not recorded (store unavailable): left sending, looked up at the destination "
+                        "after the lease before anything is sent again", left)
+
+    def _store_ok(self) -> None:
+        if self.store_health is not None:
+            self.store_health.ok("dispatcher")
+
+    def _store_failed(self, exc: BaseException) -> None:
+        if self.store_health is not None:
+            self.store_health.failed("dispatcher", exc)
+        else:
+            log.warning("store unavailable to the dispatcher (%s)", store_reason(exc))
 
     def _settle_all(self, batch: list[_Finished]) -> None:
         """Record the attempts and new states of ``batch`` in one transaction, each only if its claim
@@ -499,20 +549,27 @@ class Dispatcher:
             changes: list[dict[str, Any]] = []
             attempts: list[dict[str, Any]] = []
             papers: dict[int, tuple[bool, str | None, dict[str, Any] | None]] = {}
+            replies: list[tuple[dict[str, Any] | None, int | None]] = []
             for item in batch:
                 item.moved, item.observe = self._settle(session, item.prepared, item.outcome, now, changes, attempts,
-                                                        papers)
+                                                        papers, replies)
             audit_rows(session, changes)
             if attempts:
                 session.connection().execute(_INSERT_ATTEMPT, attempts)
             for submission_id in _with_fallback(session, list(papers)):
                 accepted, why, result = papers[submission_id]
-                settle_fallback(session, submission_id, accepted=accepted, result=result, why=why, now=now)
+                record = settle_fallback(session, submission_id, accepted=accepted, result=result, why=why, now=now)
+                if accepted:  # the HIS printed paper for it: paper_fallback.linked is its registration reply
+                    replies = [(body, sid) for body, sid in replies if sid != submission_id]
+                replies.append((self._paper_reply(record, accepted, now), None))
+            written = add_replies(session, self._replies, replies, now) if replies else 0
             for item in batch:
                 if item.moved:
                     self._destinations[item.prepared.destination].on_result(DestinationStore(session), item.prepared,
                                                                             item.outcome)
             session.commit()
+        if written and self.on_replies is not None:
+            self.on_replies()
 
     def _after_record(self, item: _Finished) -> None:
         """Log and count the attempt, tell the circuit breaker, and free the send slot -- the slot
@@ -533,12 +590,12 @@ class Dispatcher:
                 self._sent(job.destination)
 
     def _settle(self, session: Session, job: Job, outcome: Outcome, now: dt.datetime, changes: list[dict[str, Any]],
-                attempts: list[dict[str, Any]],
-                papers: dict[int, tuple[bool, str | None, dict[str, Any] | None]]) -> tuple[bool, bool]:
+                attempts: list[dict[str, Any]], papers: dict[int, tuple[bool, str | None, dict[str, Any] | None]],
+                replies: list[tuple[dict[str, Any] | None, int | None]]) -> tuple[bool, bool]:
         """Move the submission to its new state if the claim is still ours, and add what else is to
-        be written to ``changes`` (audit rows), ``attempts`` and ``papers`` (what becomes of a
-        paper-fallback record, if it has one). (moved, attempt recorded): an attempt is logged and
-        counted once committed; none is recorded for ``waiting``."""
+        be written to ``changes`` (audit rows), ``attempts``, ``papers`` (what becomes of a
+        paper-fallback record, if it has one) and ``replies`` (what the HIS is told). (moved, attempt
+        recorded): an attempt is logged and counted once committed; none is recorded for ``waiting``."""
         claim = self._claims.get(job.submission_id)
         if claim is None:  # claimed by an earlier instance (tests), or the stash was lost: read it
             claim = self._read_claim(session, job.submission_id)
@@ -552,6 +609,8 @@ class Dispatcher:
         changes.append(change)
         if outcome.klass is OutcomeClass.waiting:
             return True, False
+        if settled.to_state in _REPLY_STATES and self._replies.enabled:
+            replies.append((self._settled_reply(job, claim, settled, now), job.submission_id))
         attempts.append(_attempt_row(job, outcome, now))
         if paper is not None:
             papers[job.submission_id] = (*paper, fields.get("result"))
@@ -569,9 +628,29 @@ class Dispatcher:
 
     @staticmethod
     def _read_claim(session: Session, submission_id: int) -> _Claim:
-        row = session.execute(select(Submission.result, Submission.first_attempt_at)
+        row = session.execute(select(Submission.result, Submission.first_attempt_at, Submission.his_ref)
                               .where(Submission.id == submission_id)).first()
-        return _Claim(row.result, row.first_attempt_at) if row is not None else _Claim(None, None)
+        return _Claim(row.result, row.first_attempt_at, row.his_ref) if row is not None else _Claim(None, None)
+
+    @staticmethod
+    def _settled_reply(job: Job, claim: _Claim, settled: Settlement, now: dt.datetime) -> dict[str, Any] | None:
+        fields = settled.fields
+        return settled_reply(Settled(job.event_id, job.submission_id, job.destination, job.operation,
+                                     settled.to_state.value, claim.his_ref or {},
+                                     fields.get("result") or claim.result or {}, fields.get("last_error"),
+                                     fields.get("last_error_class"), job.attempts), now)
+
+    def _paper_reply(self, record: FallbackRecord | None, accepted: bool, now: dt.datetime) -> dict[str, Any] | None:
+        """``paper_fallback.linked`` / ``.paper_claim`` when the record moved to it in this transaction."""
+        if record is None or (not accepted and record.claimed_at != now):
+            return None
+        claim = self._claims.get(record.submission_id)
+        ref = (claim.his_ref if claim else None) or {"event_type": "prescription.created",
+                                                      "facility_siam_id": record.facility_siam_id,
+                                                      "prescription_id": record.prescription_id}
+        return paper_reply("linked" if accepted else "paper_claim", event_id=record.event_id, ref=ref,
+                           destination=record.destination, fallback_no=record.fallback_no, at=now,
+                           reason=record.claim_reason, tracking_code=record.tracking_code, head_id=record.head_id)
 
     def _decide(self, job: Job, claim: _Claim, outcome: Outcome, now: dt.datetime) -> Settlement:
         """The new state, the audit reason, the columns to set, and what becomes of a paper-fallback

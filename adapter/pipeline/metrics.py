@@ -183,4 +183,7 @@ def liveness_family(snapshot: Mapping[str, Any]) -> list[Any]:
         family.add_metric([loop], -1.0 if age is None else float(age))
     attached = GaugeMetricFamily("adapter_consumer_attached", "1 while the broker consumer is attached")
     attached.add_metric([], 1.0 if snapshot.get("consumer_attached") else 0.0)
-    return [family, attached]
+    store = GaugeMetricFamily("adapter_store_available",
+                              "1 while the running loops find the database usable, 0 while one of them does not")
+    store.add_metric([], 0.0 if snapshot.get("store_available") is False else 1.0)
+    return [family, attached, store]

@@ -63,9 +63,11 @@ def decide(job: Job, claim_result: dict[str, Any] | None, claim_first_attempt_at
     """The new state of the submission ``job`` was claimed from (with the ``result`` and
     ``first_attempt_at`` it had then) given the attempt's ``outcome``: accepted, rejected or
     invalid as answered; waiting for a predecessor -> ``retry_wait`` after ``wait_delay_s``
-    (not an attempt: the count is given back); anything else is a failure -> ``retry_wait``
-    by ``retry_policy`` (an unanswered request no sooner than ``ambiguous_grace_s``), or
-    ``dead`` once its budget is spent."""
+    (not an attempt: the count is given back); a configuration fault (a refused TLS
+    certificate) -> parked in ``retry_wait`` for ``retry_policy.max_delay_s``, the count given
+    back, never ``dead`` (``_parked``); anything else is a failure -> ``retry_wait`` by
+    ``retry_policy`` (an unanswered request no sooner than ``ambiguous_grace_s``), or ``dead``
+    once its budget is spent."""
     klass = outcome.klass
     if klass is OutcomeClass.accepted:
         return Settlement(State.accepted, outcome.message or "accepted", dict(
@@ -81,6 +83,8 @@ def decide(job: Job, claim_result: dict[str, Any] | None, claim_first_attempt_at
         return Settlement(State.retry_wait, outcome.message, dict(
             attempts=job.attempts - 1, last_error=outcome.message, last_error_class=klass.value,
             next_attempt_at=now + dt.timedelta(seconds=wait_delay_s)), None)
+    if klass is OutcomeClass.config:
+        return _parked(job, outcome, now, retry_policy)
     return _retry_or_dead(job, claim_first_attempt_at, outcome, now, retry_policy, ambiguous_grace_s)
 
 
@@ -99,3 +103,15 @@ def _retry_or_dead(job: Job, claim_first_attempt_at: dt.datetime | None, outcome
         # the insurer may still be applying the unanswered request: look it up only after the grace
         next_at, why = now + grace, f"look up in {ambiguous_grace_s:.0f}s (no answer came)"
     return Settlement(State.retry_wait, f"{message}; {why}", dict(failed, next_attempt_at=next_at), None)
+
+
+def _parked(job: Job, outcome: Outcome, now: dt.datetime, retry_policy: RetryConfig) -> Settlement:
+    """A configuration fault is the hospital's to fix, not the insurer's outage: spending the retry
+    budget on it would only make the submission dead. It waits the longest backoff and is tried
+    again (after the fix and a restart it goes out by itself); the attempt is logged but not
+    counted, and the ``ambiguous`` flag is left as it was (the handshake failed: nothing applied)."""
+    message = f"config: {outcome.message}"
+    delay = retry_policy.max_delay_s
+    return Settlement(State.retry_wait, f"{message}; parked, tried again in {delay:.0f}s", dict(
+        attempts=max(0, job.attempts - 1), last_error=message, last_error_class=outcome.klass.value,
+        next_attempt_at=now + dt.timedelta(seconds=delay)), None)

@@ -5,9 +5,9 @@ one in hand, and closes its channel so prefetched, unacked messages go back to t
 queue; the dispatcher finishes the batch it is sending. Nothing is lost either way:
 what was not committed was not acked.
 
-The consumer thread also publishes the replies to the HIS (paper fallback, see
-``adapter.outage.replies``): right after a message that issued one, and in a sweep every
-second for any left unpublished (a crash, a broker hiccup); once more at shutdown.
+The reply outbox (``adapter.replies.outbox``) runs on a thread of its own and publishes the replies to
+the HIS: woken by intake and by the dispatcher when they commit replies, and in a sweep every
+quarter second for any left unpublished (a crash, a broker hiccup); once more at shutdown.
 
 Operations (issue 7): both loops stamp a heartbeat (``Liveness``) on every cycle, so the status
 service's ``/readyz`` turns red when a consumer silently stops (a ``drain_events`` that hangs,
@@ -31,14 +31,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from kombu import Connection, Consumer
+from sqlalchemy import text
 from kombu.message import Message
 
 from adapter.app import App
 from adapter.broker.connection import close_after_failure, connect, declare, event_queue, is_embedded, queue_depth
 from adapter.broker.link import BrokerLink
 from adapter.pipeline import metrics
-from adapter.outage.replies import ReplyOutbox
+from adapter.replies.outbox import ReplyOutbox
+from adapter.replies.sinks import sink_for
 from adapter.pipeline.intake import IntakeResult, Received
+from adapter.store.health import StoreHealth, is_store_error, is_store_outage, store_reason
 
 if TYPE_CHECKING:  # imported where used, only when that part is switched on
     from adapter.ops.alerts.service import AlertService
@@ -73,10 +76,12 @@ class RunStats:
 
 
 class Liveness:
-    """Heartbeats of the runner's loops (monotonic clock), read by ``/readyz`` and ``/metrics``."""
+    """Heartbeats of the runner's loops (monotonic clock), read by ``/readyz`` and ``/metrics``,
+    with what the loops find of the store (``store``, ``adapter.store.health``)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, store: StoreHealth | None = None):
         self._clock = clock
+        self.store = store if store is not None else StoreHealth()
         self._lock = threading.Lock()
         self.started = clock()
         self.consumer_attached = False
@@ -99,7 +104,8 @@ class Liveness:
         with self._lock:
             ages = {f"{loop}_age_s": (round(now - self._beats[loop], 3) if loop in self._beats else None)
                     for loop in ("consumer", "dispatcher", "delivery")}
-            return {"consumer_attached": self.consumer_attached, "uptime_s": round(now - self.started, 3), **ages}
+            beats = {"consumer_attached": self.consumer_attached, "uptime_s": round(now - self.started, 3), **ages}
+        return {**beats, **self.store.snapshot()}
 
 
 class Runner:
@@ -114,13 +120,15 @@ class Runner:
         self._stop = threading.Event()
         self._broker_drained = threading.Event()
         self._consumer_error: BaseException | None = None
-        self._replies = ReplyOutbox(app.sessions, app.config.broker)
+        self._replies = ReplyOutbox(app.sessions, app.config, sink_for(app.config))
         self._replies_due = False
         self.stats = RunStats()
         self._failures: dict[str, int] = {}  # body digest -> intake failures (poison detection)
         self._consuming = False  # the current broker session got as far as consuming
         self._link = BrokerLink()
-        self.liveness = Liveness()
+        self.store_health = StoreHealth()  # every loop reports store errors here (/readyz, the store alert)
+        self.liveness = Liveness(store=self.store_health)
+        self._store_wait = 0.0  # seconds the consumer backs off before its next store try (0: none)
         self.status_server: StatusService | None = None  # the status service while run() runs (None when off)
         self._depth_checked = 0.0
         self._pending: list[Message] = []  # delivered, not yet stored (the consumer thread's)
@@ -139,17 +147,24 @@ class Runner:
         self.status_server = self._start_status()
         consumer = threading.Thread(target=self._consume_forever, name="consumer", daemon=True)
         consumer.start()
+        replier = threading.Thread(target=self._replies.run, args=(self._stop,), name="replies", daemon=True)
+        replier.start()
+        self._app.dispatcher.on_replies = self._replies.wake
         pruner = self._start_pruner()
+        deadline = self._start_deadline()
         alerter = self._start_alerts()
         try:
             self._dispatch_loop()
         finally:
             self._stop.set()
             consumer.join(timeout=30)
-            if not consumer.is_alive():  # the outbox belongs to the consumer thread while it runs
+            replier.join(timeout=30)
+            if not replier.is_alive():  # the outbox belongs to its thread while it runs
                 self._publish_replies(final=True)
             if pruner is not None:
                 pruner.join(timeout=30)
+            if deadline is not None:
+                deadline.join(timeout=30)
             if alerter is not None:
                 alerter.join(timeout=30)
             self._stop_status()
@@ -185,6 +200,34 @@ class Runner:
         thread.start()
         return thread
 
+    def _start_deadline(self) -> threading.Thread | None:
+        """The answer-deadline sweep (``adapter.pipeline.deadline``), every second, when paper fallback is on."""
+        fallback = self._app.config.fallback
+        if not fallback.enabled or not fallback.answer_within_s:
+            return None
+        thread = threading.Thread(target=self._deadline_every, name="deadline", daemon=True)
+        thread.start()
+        return thread
+
+    def _deadline_every(self, every: float = 1.0) -> None:
+        from adapter.app import reply_rules
+        from adapter.pipeline.deadline import AnswerDeadline, issue_overdue_paper
+
+        fallback = self._app.config.fallback
+        deadline = AnswerDeadline(fallback.answer_within_s, fallback.late_grace_s, fallback.answer_horizon_s,
+                                  fallback.number_prefix, fallback.timezone)
+        rules, failing = reply_rules(self._app.config), False
+        while not self._stop.wait(every):
+            try:
+                if issue_overdue_paper(self._app.sessions, deadline, rules):
+                    self._replies.wake()
+                failing = False
+            except Exception as exc:  # the store did not answer, or another process issued it first: next time
+                if not failing:
+                    reason = store_reason(exc) if is_store_error(exc) else _reason(exc)
+                    log.warning("answer-deadline sweep failed (%s); retrying every %.0f s", reason, every)
+                failing = True
+
     def _prune_every(self, every: float) -> None:
         from adapter.ops.prune import prune
 
@@ -193,8 +236,11 @@ class Runner:
                 report = prune(self._app.sessions, self._app.config.retention, stop=self._stop.is_set)
                 if report.total:
                     log.info("pruned: %s", report.summary())
-            except Exception:  # a failed prune is retried next time; delivery goes on
-                log.exception("scheduled prune failed")
+            except Exception as exc:  # a failed prune is retried next time; delivery goes on
+                if is_store_error(exc):
+                    log.warning("scheduled prune failed (%s); retrying in %.0f s", store_reason(exc), every)
+                else:
+                    log.exception("scheduled prune failed")
 
     def _start_alerts(self) -> threading.Thread | None:
         """Alert evaluation every ``alerts.evaluate_every_s`` (first one at once), when a channel is set."""
@@ -214,23 +260,41 @@ class Runner:
         return thread
 
     def _alert_every(self, service: AlertService, every: float) -> None:
+        """The rules on the store's facts, and the ``store_unavailable`` rule on what the loops
+        found of the store -- sent even while the store does not answer (channel failures are
+        logged inside and retried at the next evaluation)."""
+        failing = False
         try:
             while True:
+                health = self.store_health.snapshot()
                 try:
-                    service.evaluate_once()  # channel failures are logged inside
-                except Exception:  # the store did not answer: next time
-                    log.exception("alert evaluation failed; retrying in %.0f s", every)
+                    service.evaluate_store(self.store_health.unavailable_for_s(), health["store_reason"])
+                except Exception:  # a bug: the other rules still run
+                    log.exception("store alert evaluation failed")
+                try:
+                    service.evaluate_once()
+                    if failing:
+                        log.info("alert evaluation works again")
+                    failing = False
+                except Exception as exc:  # the store did not answer: next time
+                    if not is_store_error(exc):
+                        log.exception("alert evaluation failed; retrying in %.0f s", every)
+                    elif not failing:
+                        log.warning("alert evaluation failed (%s); retrying every %.0f s", store_reason(exc), every)
+                    failing = is_store_error(exc)
                 if self._stop.wait(every):
                     return
         finally:
             service.close()
 
     def _publish_replies(self, due: bool = False, final: bool = False) -> None:
+        """Wake the reply outbox's thread when intake wrote replies (``due``); at shutdown
+        (``final``, after that thread ended) publish what is left and close it."""
         if final:
             self._replies.publish_pending()
             self._replies.close()
-        else:
-            self._replies.maybe_publish(due)
+        elif due:
+            self._replies.wake()
         self._replies_due = False
         self.stats.replies_published = self._replies.published
 
@@ -239,16 +303,24 @@ class Runner:
         """Claim whenever a send slot is free and work may be there: woken by intake's commit and
         by each finished send, else every ``poll_interval_s`` (retries becoming due, other processes)."""
         dispatcher = self._app.dispatcher
+        dispatcher.store_health = self.store_health
         poll = self._app.config.dispatch.poll_interval_s
         try:
             while not self._stop.is_set():
                 self.liveness.beat("dispatcher")
-                started = dispatcher.pump()
+                try:
+                    started = dispatcher.pump()
+                    idle = not started and self._until_idle and self._is_idle()
+                except Exception as exc:  # the store is down or refused the claim: wait, then a new connection
+                    if not is_store_error(exc):
+                        raise
+                    self._stop.wait(self.store_health.failed("dispatcher", exc))
+                    continue
                 self.stats.dispatched += started
                 self._progress()
                 if started:
                     continue
-                if self._until_idle and self._is_idle():
+                if idle:
                     log.info("idle: nothing queued or due")
                     return
                 dispatcher.wait_for_work(poll)
@@ -322,6 +394,7 @@ class Runner:
             # (py-amqp hands deliveries over during any wait for a reply): stored now, or a
             # full prefetch window would wait here for ever
             self._store_pending()
+            self._probe_store_when_idle()
         except Exception:
             self._pending = []  # not stored, not acked: the broker delivers them again
             raise
@@ -331,7 +404,32 @@ class Runner:
             self._store_pending()
             if time.monotonic() - self._depth_checked > self.depth_check_every_s:  # busy: still report it
                 self._check_drained(connection)
+        self._back_off_store(connection)
         self._publish_replies(self._replies_due)
+
+    def _back_off_store(self, connection: Connection) -> None:
+        """After the store refused a delivery (requeued, not acked): wait the back-off before taking
+        more, still answering the broker's heartbeats so it does not drop the connection meanwhile."""
+        wait, self._store_wait = self._store_wait, 0.0
+        end = time.monotonic() + wait
+        while not self._stop.is_set() and (left := end - time.monotonic()) > 0:
+            self._stop.wait(min(left, 1.0))
+            self.liveness.beat("consumer")
+            connection.heartbeat_check()
+
+    def _probe_store_when_idle(self) -> None:
+        """Nothing in hand while the consumer found the store unavailable (the requeued messages went
+        to another consumer): ask the store itself, so the consumer's outage ends when the store is back."""
+        if not self._pending and self.store_health.retry_due("consumer"):
+            try:
+                with self._app.engine.connect() as probe:
+                    probe.execute(text("SELECT 1"))
+            except Exception as exc:
+                if not is_store_error(exc):
+                    raise
+                self._store_wait = self.store_health.failed("consumer", exc)
+            else:
+                self.store_health.ok("consumer")
 
     def _check_drained(self, connection: Connection) -> None:
         self._depth_checked = time.monotonic()
@@ -388,15 +486,31 @@ class Runner:
         if len(batch) > 1:
             try:
                 results = self._app.intake.receive_many([m.body for m in batch])
-            except Exception:  # e.g. a poison message: find it one by one
+            except Exception as exc:  # e.g. a poison message: find it one by one
+                if is_store_outage(exc):  # the store, not a message: every one back to the queue
+                    self._store_unavailable(batch, exc)
+                    return
                 log.debug("batch of %d not stored as one; storing one by one", len(batch), exc_info=True)
                 results = None
             if results is not None:
                 for message, result in zip(batch, results):
                     self._stored(message, result)
                 return
-        for message in batch:
+        for number, message in enumerate(batch):
+            if self._store_wait:  # the store went away during this batch: the rest wait too
+                self._store_unavailable(batch[number:], None)
+                return
             self._on_message(message)
+
+    def _store_unavailable(self, messages: list[Message], exc: Exception | None) -> None:
+        """The store is down (``exc``, or found so by an earlier message): ``messages`` go back to the
+        queue unacked -- not counted as a failure of theirs (a store outage is not poison) -- and
+        the consumer backs off (``_back_off_store``)."""
+        if exc is not None:
+            self._store_wait = self.store_health.failed("consumer", exc)
+        for message in messages:
+            metrics.event_received("error")
+            message.requeue()
 
     def _on_message(self, message: Message) -> None:
         """Store, then ack. A storage failure requeues the message and slows down; nothing is dropped."""
@@ -404,6 +518,9 @@ class Runner:
             result = self._app.intake.receive(message.body)
         except Exception as exc:
             self.stats.intake_errors += 1
+            if is_store_outage(exc):
+                self._store_unavailable([message], exc)
+                return
             quarantined = self._quarantine_if_poison(message.body, exc)
             if quarantined is None:
                 metrics.event_received("error")
@@ -416,6 +533,7 @@ class Runner:
 
     def _stored(self, message: Message, result: IntakeResult) -> None:
         """Committed: ack, count, and wake the dispatcher for the new submissions."""
+        self.store_health.ok("consumer")
         if self._failures:
             self._failures.pop(_digest(message.body), None)
         message.ack()

@@ -185,6 +185,7 @@ class _State:
     edits: int = 0
     deletes: int = 0
     eligibility_checks: int = 0
+    placeholder_patient_creates: int = 0  # SendEpresc calls for the anonymous UNKNOWN patient
     down_until: float = 0.0
     provider: ProviderState = field(default_factory=ProviderState)
 
@@ -347,6 +348,8 @@ class TaminRegistry(ProviderDesk):
         with self._lock:
             content = rules.content_key(body)
             submission = idempotency_key or content
+            if isinstance(body, dict) and body.get("patient") == rules.ANONYMOUS_PATIENT:
+                self._state.placeholder_patient_creates += 1
             if isinstance(body, dict) and body:
                 self._state.resent_after_refusal += count_receipt(self._state.receipts, self._state.repeats,
                                                                   submission)
@@ -620,6 +623,7 @@ class TaminRegistry(ProviderDesk):
                 "edits": state.edits,
                 "deletes": state.deletes,
                 "eligibility_checks": state.eligibility_checks,
+                "placeholder_patient_creates": state.placeholder_patient_creates,
                 "provider": provider,
             }
 

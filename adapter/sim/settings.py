@@ -83,6 +83,10 @@ class TaminSimSettings(pydantic.BaseModel):
     doctors: dict[str, SimDoctor] | None = None
     """docId -> registered doctor. ``None`` accepts any doctor."""
     presc_types: dict[int, set[str]] = pydantic.Field(default_factory=_default_presc_types)
+    fida_patient_prefix: str = "FDA"
+    """A foreign national's FIDA id arrives as this prefix + 8-16 digits (sim-defined, after the
+    documented ``FDA`` form of foreign doctors); ``""``: a bare 8-16 digit id that is not a
+    national code is taken as a FIDA id. A FIDA id sent as a national code is refused."""
     duplicate_check_anonymous: bool = True
     """Whether two ``UNKNOWN``-patient prescriptions can be duplicates of each other."""
     timezone: str = "Asia/Tehran"

@@ -54,6 +54,7 @@ def msg_duplicate(head_id: int, tracking_code: int) -> str:
 
 ANONYMOUS_PATIENT = "UNKNOWN"
 _MOBILE = re.compile(r"^09\d{9}$")
+_FIDA = re.compile(r"^[0-9]{8,16}$")
 
 
 class Rejection(Exception):
@@ -66,16 +67,25 @@ class Rejection(Exception):
 
 
 def patient_problem(patient: object, settings: TaminSimSettings) -> str | None:
-    """The Persian reason a patient cannot be served, or ``None`` (anonymous is fine)."""
+    """The Persian reason a patient cannot be served, or ``None`` (anonymous is fine).
+
+    A patient is a national code (a newborn's is the mother's), a FIDA id in the configured
+    form (``fida_patient_prefix``), or ``UNKNOWN``; anything else is a bad national code."""
     if patient == ANONYMOUS_PATIENT:
         return None
-    if not isinstance(patient, str) or national_code_problem(patient) is not None:
+    if not isinstance(patient, str) or not (national_code_problem(patient) is None or is_fida(patient, settings)):
         return MSG_BAD_PATIENT
     if patient in settings.unknown_patients:
         return MSG_NOT_INSURED
     if patient in settings.expired_patients:
         return MSG_COVERAGE_EXPIRED
     return None
+
+
+def is_fida(patient: str, settings: TaminSimSettings) -> bool:
+    """Whether ``patient`` is a foreign national's FIDA id in the form the simulator expects."""
+    prefix = settings.fida_patient_prefix
+    return patient.startswith(prefix) and bool(_FIDA.match(patient[len(prefix):]))
 
 
 def check_create(body: Any, settings: TaminSimSettings, today: jdatetime.date) -> None:

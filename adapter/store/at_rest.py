@@ -1,17 +1,20 @@
-"""Optional encryption at rest of what carries patient data: event bodies, submission
-payloads and URL parameters.
+"""Patient data at rest: files private to the adapter's user, and optional encryption of what
+carries patient data -- event bodies, submission payloads and URL parameters in the store, message
+bodies in the embedded queue.
 
 When the environment variable named by ``secrets.payload_key_env`` (default
-``ADAPTER_PAYLOAD_KEY``) holds a Fernet key, these columns are written encrypted; rows
-written before the key was set stay readable, so it can be switched on at any time. The key
-is read from the environment, not the config file, so every process that opens the store
-(the adapter, the CLI, Airflow's tasks) reads the same rows the same way.
+``ADAPTER_PAYLOAD_KEY``) holds a Fernet key, these are written encrypted; what was written before
+the key was set stays readable, so it can be switched on at any time. The key is read from the
+environment, not the config file, so every process that opens the store or the queue (the
+adapter, the CLI, the HIS-side publisher, Airflow's tasks) reads the same rows the same way.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -22,6 +25,7 @@ _TEXT_PREFIX = "enc:v1:"
 _JSON_MARK = "__encrypted_v1__"
 _key_env = DEFAULT_KEY_ENV
 _cached: tuple[str, Fernet] | None = None
+log = logging.getLogger("adapter.store")
 
 
 class PayloadKeyError(RuntimeError):
@@ -57,6 +61,53 @@ def _decrypt(token: str) -> str:
         return fernet.decrypt(token.encode()).decode()
     except InvalidToken:
         raise PayloadKeyError(f"stored data is encrypted with another key than the one in {_key_env}") from None
+
+
+def seal_bytes(data: bytes) -> str | None:
+    """``data`` encrypted, as text that ``is_sealed`` recognises; None when no key is set."""
+    fernet = _fernet()
+    return _TEXT_PREFIX + fernet.encrypt(data).decode() if fernet else None
+
+
+def is_sealed(data: str | bytes) -> bool:
+    return (data.encode() if isinstance(data, str) else data).startswith(_TEXT_PREFIX.encode())
+
+
+def open_sealed(sealed: str | bytes) -> bytes:
+    """What ``seal_bytes`` sealed; ``PayloadKeyError`` without the key it was sealed with."""
+    text = sealed.decode("ascii", "replace") if isinstance(sealed, bytes) else sealed
+    fernet = _fernet()
+    if fernet is None:
+        raise PayloadKeyError(f"the message is encrypted: set {_key_env} to the payload key it was written with")
+    try:
+        return fernet.decrypt(text[len(_TEXT_PREFIX):].encode())
+    except (InvalidToken, ValueError):
+        raise PayloadKeyError(f"the message is encrypted with another key than the one in {_key_env}: set the "
+                              "payload key it was written with") from None
+
+
+def private_sqlite_file(path: Path) -> None:
+    """Make a SQLite database file (the store, the embedded queue) mode 600 before anything is
+    written to it: created empty with that mode when absent (SQLite gives its -wal and -shm files
+    the mode of the database file), tightened with a log line when an older version left it or its
+    -wal/-shm readable by others. A file this user cannot change is only logged."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    for member in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = member.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            try:
+                member.chmod(mode & 0o700)
+                log.warning("%s was readable by others (mode %o): now mode %o", member, mode, mode & 0o700)
+            except OSError as exc:
+                log.warning("%s is readable by others (mode %o) and cannot be changed (%s): chmod 600 it",
+                            member, mode, exc.strerror)
 
 
 class EncryptedText(TypeDecorator[str]):

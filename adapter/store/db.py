@@ -15,6 +15,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapter.config import ConfigError
+from adapter.store.at_rest import private_sqlite_file
 from adapter.store.sqlite_writers import serialise_writers
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -38,12 +39,18 @@ def _sqlite_file(url: str) -> str:
 
 
 def _ensure_sqlite_folder(url: str) -> None:
+    """The folder of a SQLite store, and the store file itself, private to this user
+    (``at_rest.private_sqlite_file``): made before SQLite writes its first page."""
     path = _sqlite_file(url)
     if path:
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnusable(url, f"cannot create the folder {Path(path).parent} ({exc.strerror})") from None
+        try:
+            private_sqlite_file(Path(path))
+        except OSError as exc:
+            raise StoreUnusable(url, f"cannot create {path} ({exc.strerror})") from None
 
 
 class StoreUnusable(ConfigError):

@@ -42,6 +42,8 @@ class InboxEvent(Base):
     problems: Mapped[list[Any] | None]
     duplicate_receipts: Mapped[int] = mapped_column(Integer, default=0)
     pruned_at: Mapped[dt.datetime | None]  # body replaced by a marker (adapter prune, retention.payload_days)
+    # keyed digest of the body's canonical JSON (adapter.events.content); null on rows stored before it was kept
+    content_digest: Mapped[str | None] = mapped_column(String(64))
 
     submissions: Mapped[list["Submission"]] = relationship(back_populates="event", order_by="Submission.id")
 
@@ -79,6 +81,7 @@ class Submission(Base):
     params: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON)
     payload: Mapped[Any | None] = mapped_column(EncryptedJSON)
     result: Mapped[dict[str, Any] | None]
+    his_ref: Mapped[dict[str, Any] | None]  # the HIS's ids its replies name (adapter.replies.make.his_ref)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     pruned_at: Mapped[dt.datetime | None]  # payload and attempt bodies removed (adapter prune)
@@ -233,6 +236,80 @@ class RateBucket(Base):
     destination: Mapped[str] = mapped_column(String(32), primary_key=True)
     tokens: Mapped[float]
     refilled_at: Mapped[dt.datetime]
+
+
+class ReplyRow(Base):
+    """One reply to the HIS (contract v1, ``adapter.replies``): the outbox. Written in the
+    transaction of the state change that causes it, ``pending`` until the HIS's broker (or webhook)
+    has it, then ``published``; ``dead`` when a webhook kept refusing it (an operator resends).
+    Published in ``id`` order, so replies about one record leave in the order their causes happened."""
+
+    __tablename__ = "replies"
+    __table_args__ = (
+        Index("ix_replies_unpublished", "id", sqlite_where=text("state = 'pending'"),
+              postgresql_where=text("state = 'pending'")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reply_id: Mapped[str] = mapped_column(String(40), unique=True)
+    type: Mapped[str] = mapped_column(String(40), index=True)
+    event_id: Mapped[str] = mapped_column(String(120), index=True)
+    submission_id: Mapped[int | None] = mapped_column(Integer)
+    facility_siam_id: Mapped[str | None] = mapped_column(String(40))
+    body: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending | published | dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[dt.datetime | None]
+
+
+class OperatorAction(Base):
+    """One state-changing ``adapter`` command an operator ran (``adapter audit list``). Written
+    before the command changes anything (``result='started'``), then finished as ``ok`` or
+    ``failed``; a row left ``started`` is a command that died half-way. Who: ``os_user`` is the
+    account the process ran as (from its uid, not from the environment), ``sudo_user`` the
+    caller sudo names (``SUDO_USER``), ``claimed_actor`` what ``--actor`` said (never checked).
+    Arguments, reason and detail are stored masked: no token, secret or national code."""
+
+    __tablename__ = "operator_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[dt.datetime | None]
+    os_user: Mapped[str] = mapped_column(String(64))
+    sudo_user: Mapped[str | None] = mapped_column(String(64))
+    claimed_actor: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    command: Mapped[str] = mapped_column(String(64), index=True)
+    arguments: Mapped[dict[str, Any]]
+    reason: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str] = mapped_column(String(16))  # started | ok | failed
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class EventVersion(Base):
+    """A body received under a known event id that is not the body stored for it (``adapter.store.versions``).
+
+    ``conflict``: a different body, kept for an operator (``adapter show``, ``adapter replay
+    --conflict``); ``replayed``: an operator made it the event's body; ``superseded``: a body the
+    event had before a replayed version replaced it (kept, so a late redelivery of it is a
+    duplicate, not a new conflict). One row per event and content digest."""
+
+    __tablename__ = "event_versions"
+    __table_args__ = (UniqueConstraint("event_id", "content_digest", name="uq_event_versions_digest"),
+                      Index("ix_event_versions_state", "state"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("inbox_events.event_id"))
+    content_digest: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(EncryptedText)
+    state: Mapped[str] = mapped_column(String(16))  # conflict | replayed | superseded
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[dt.datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
+    resolve_reason: Mapped[str | None] = mapped_column(Text)
 
 
 def table_of(model: type[Base]) -> Table:

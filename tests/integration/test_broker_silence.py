@@ -11,7 +11,6 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -20,7 +19,7 @@ from adapter.sim.settings import TaminSimSettings
 from adapter.sim.tamin_app import create_tamin_app
 from tests.support import services as svc
 from tests.support.stack import Stack, good_event_lines, wait_all_final, wait_consumers
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy, amqp_relay
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +27,19 @@ HEARTBEAT_S = 2
 
 
 @pytest.fixture
-def proxy(amqp_url: str) -> Iterator[TcpProxy]:
-    broker = urlsplit(amqp_url)
-    with TcpProxy(broker.hostname or "127.0.0.1", broker.port or 5672) as relay:
-        yield relay
+def relay(amqp_url: str) -> Iterator[tuple[TcpProxy, str]]:
+    with amqp_relay(amqp_url) as pair:
+        yield pair
 
 
 @pytest.fixture
-def stack(tmp_path: Path, pg_admin_url: str, amqp_url: str, proxy: TcpProxy) -> Iterator[Stack]:
-    parts = urlsplit(amqp_url)
-    via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"))
+def proxy(relay: tuple[TcpProxy, str]) -> TcpProxy:
+    return relay[0]
+
+
+@pytest.fixture
+def stack(tmp_path: Path, pg_admin_url: str, relay: tuple[TcpProxy, str]) -> Iterator[Stack]:
+    via_proxy = relay[1]
     with SimServer(create_tamin_app(TaminSimSettings())) as sim:
         name = svc.unique_name()
         built = Stack("rabbitmq+postgresql", tmp_path, svc.create_database(pg_admin_url, name), via_proxy, sim)

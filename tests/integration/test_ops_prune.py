@@ -161,7 +161,7 @@ def test_adapter_prune_command_dry_run_shows_counts(tmp_path: Path) -> None:
     counts = json.loads(dry.output)
     assert counts["dry_run"] is True and counts["submission_payloads"] == 1 and counts["event_bodies"] == 1
     assert counts["attempts_deleted"] == 1 and counts["state_changes_deleted"] == 2
-    done = runner.invoke(cli, ["prune", "--config", str(path)])
+    done = runner.invoke(cli, ["prune", "--reason", "retention", "--config", str(path)])
     assert done.exit_code == 0 and done.output.startswith("pruned: submission payloads=1")
     again = runner.invoke(cli, ["prune", "--dry-run", "--config", str(path)])
     assert "would prune: submission payloads=0 attempt bodies=0 event bodies=0" in again.output

@@ -33,7 +33,7 @@ from adapter.app import App, build
 from adapter.config import load_config
 from adapter.outage import records
 from adapter.outage.breaker import CircuitState
-from adapter.outage.replies import reply_queue
+from adapter.replies.sinks import reply_queue
 from adapter.samples.generate import generate
 from adapter.sim.server import SimServer
 from adapter.sim.settings import TaminSimSettings
@@ -270,53 +270,61 @@ def test_rate_limit_spreads_sends(tmp_path: Path, db_url: str, sim: SimServer) -
     assert_rate(log, 20, 2)
 
 
-def test_reply_outbox_publishes_each_unmarked_record_once(app: App, tmp_path: Path) -> None:
-    from adapter.config import BrokerConfig
-    from adapter.outage.replies import ReplyOutbox
+def _outbox(app: App, broker_url: str) -> Any:
+    from adapter.replies.outbox import ReplyOutbox
 
-    broker = BrokerConfig(url=f"sqlite-queue:///{tmp_path / 'queue.db'}", reply_queue="his.replies.test")
+    config = app.config.model_copy(update={"broker": app.config.broker.model_copy(
+        update={"url": broker_url, "reply_queue": "his.replies.test"})})
+    return ReplyOutbox(app.sessions, config), config.broker
+
+
+def test_reply_outbox_publishes_each_unmarked_record_once(app: App, tmp_path: Path) -> None:
+    from adapter.store.models import ReplyRow
+
     declare(app)
     created = by_type(sample_events(), "prescription.created")[:3]
     for event in created:
         app.intake.receive(body(event))
-    outbox = ReplyOutbox(app.sessions, broker)
+    outbox, broker = _outbox(app, f"sqlite-queue:///{tmp_path / 'queue.db'}")
     try:
         assert outbox.publish_pending() == 3
         assert outbox.publish_pending() == 0, "marked: not published again"
-        with app.sessions() as session:  # a crash after the publish, before the mark: published once more
-            record = session.scalars(select(FallbackRecord).order_by(FallbackRecord.id)).first()
-            assert record is not None and record.reply_published_at is not None
-            record.reply_published_at = None
+        with app.sessions() as session:
+            assert all(r.reply_published_at is not None for r in session.scalars(select(FallbackRecord)))
+            # a crash after the publish, before the mark: published once more, with the same reply id
+            row = session.scalars(select(ReplyRow).order_by(ReplyRow.id)).first()
+            assert row is not None and row.state == "published"
+            row.state = "pending"
             session.commit()
         assert outbox.publish_pending() == 1
     finally:
         outbox.close()
     with Connection(broker.url) as connection:
         queue = reply_queue(broker)(connection.default_channel)
-        bodies = []
+        messages = []
         while (message := queue.get(no_ack=True)) is not None:
-            bodies.append(json.loads(message.body))
+            messages.append(message)
+    bodies = [json.loads(m.body) for m in messages]
     assert [b["event_id"] for b in bodies] == [e["event_id"] for e in created] + [created[0]["event_id"]]
-    assert {b["type"] for b in bodies} == {"adapter.paper_fallback"}
+    assert {b["type"] for b in bodies} == {"paper_fallback.issued"}
+    assert bodies[-1]["reply_id"] == bodies[0]["reply_id"], "a repeat carries the same reply id"
+    assert [m.properties["message_id"] for m in messages] == [b["reply_id"] for b in bodies]
 
 
 def test_reply_outbox_with_the_broker_down_keeps_the_rows_and_frees_the_thread(app: App, tmp_path: Path) -> None:
-    """The outbox publishes on the consumer's thread: a broker that is down costs one refused
-    attempt per sweep (not kombu's retry sleeps, 2 + 4 + 6 s), and the rows wait for the next sweep."""
-    from adapter.config import BrokerConfig
-    from adapter.outage.replies import ReplyOutbox
-
+    """A broker that is down costs one refused attempt per round (not kombu's retry sleeps,
+    2 + 4 + 6 s), and the rows wait for the next round."""
     declare(app)
     for event in by_type(sample_events(), "prescription.created")[:2]:
         app.intake.receive(body(event))
-    down = ReplyOutbox(app.sessions, BrokerConfig(url="amqp://guest:guest@127.0.0.1:1//", reply_queue="his.replies.t"))
+    down, _ = _outbox(app, "amqp://guest:guest@127.0.0.1:1//")
     started = time.monotonic()
     assert down.publish_pending() == 0
-    assert time.monotonic() - started < 5, "the consumer's thread was held through connection retries"
+    assert time.monotonic() - started < 5, "the outbox's thread was held through connection retries"
     down.close()
-    up = ReplyOutbox(app.sessions, BrokerConfig(url=f"sqlite-queue:///{tmp_path / 'queue.db'}", reply_queue="his.replies.t"))
+    up, _ = _outbox(app, f"sqlite-queue:///{tmp_path / 'queue.db'}")
     try:
-        assert up.publish_pending() == 2, "the rows waited for a sweep that could publish"
+        assert up.publish_pending() == 2, "the rows waited for a round that could publish"
     finally:
         up.close()
 
@@ -366,7 +374,9 @@ def configure(stack: Stack) -> dict[str, Any]:
     return config
 
 
-def replies(config: dict[str, Any], expected: int, timeout: float = 30) -> list[dict[str, Any]]:
+def replies(config: dict[str, Any], expected: int, timeout: float = 30,
+            kind: str = "paper_fallback.issued") -> list[dict[str, Any]]:
+    """The ``kind`` replies on the reply queue: ``expected`` of them and no more (others are skipped)."""
     cfg = load_config_dict(config)
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
@@ -379,11 +389,14 @@ def replies(config: dict[str, Any], expected: int, timeout: float = 30) -> list[
                 time.sleep(0.1)
                 continue
             assert message.content_type == "application/json"
-            got.append(json.loads(message.body))
+            reply = json.loads(message.body)
+            assert message.properties.get("message_id") == reply["reply_id"]
+            if reply["type"] == kind:
+                got.append(reply)
             message.ack()
         time.sleep(0.3)
-        extra = queue.get(no_ack=True)
-        assert extra is None, f"more replies than records: {extra.body if extra else ''}"
+        while (extra := queue.get(no_ack=True)) is not None:
+            assert json.loads(extra.body)["type"] != kind, f"more replies than records: {extra.body!r}"
     return got
 
 
@@ -442,11 +455,11 @@ def test_insurer_down_circuit_paper_replies_then_drain_and_link(stack: Stack) ->
         assert {e["event_id"] for e in created} <= {r.event_id for r in issued.values()} <= every_create
         got = replies(config, len(issued))  # one reply per record, no more
         assert sorted(r["event_id"] for r in got) == sorted(r.event_id for r in issued.values())
-        for reply in got:
-            assert set(reply) == {"type", "event_id", "prescription_id", "fallback_no", "destination", "reason",
-                                  "issued_at"}
+        for reply in got:  # the keys of the pre-v1 reply are all there, with the same meaning
+            assert {"type", "event_id", "prescription_id", "fallback_no", "destination", "reason",
+                    "issued_at"} <= set(reply)
             record = issued[reply["fallback_no"]]
-            assert reply["type"] == "adapter.paper_fallback" and reply["destination"] == "tamin"
+            assert reply["type"] == "paper_fallback.issued" and reply["destination"] == "tamin"
             assert reply["event_id"] == record.event_id and reply["prescription_id"] == record.prescription_id
             assert reply["reason"].startswith("circuit opened")
             assert dt.datetime.fromisoformat(reply["issued_at"]).tzinfo is not None
@@ -524,7 +537,9 @@ def test_declared_outage_from_the_cli_then_paper_pdf(stack: Stack) -> None:
     assert outage["detected"] == "manual" and outage["started_by"] == "alice" and outage["ended_by"] == "bob"
     assert outage["reason"] == "Tamin maintenance 10-12" and outage["end_reason"] == "Tamin is back"
     assert outage["end"] is not None and outage["duration_s"] > 0
-    assert stack.adapter("outage", "end", "--destination", "tamin").returncode == 1, "nothing open to end"
+    assert stack.adapter("outage", "end", "--destination", "tamin", "--reason", "again").returncode == 1, \
+        "nothing open to end"
+    assert stack.adapter("outage", "end", "--destination", "tamin").returncode == 2, "a reason is required"
 
     record = store_rows(stack, FallbackRecord)[0]
     pytest.importorskip("adapter.fallback.paper")
@@ -536,3 +551,52 @@ def test_declared_outage_from_the_cli_then_paper_pdf(stack: Stack) -> None:
         assert done.returncode == 0, stack.log_tail()
         assert out.read_bytes().startswith(b"%PDF")
     assert stack.adapter("paper", "no-such-event").returncode == 1
+
+
+def test_a_prescription_written_during_an_outage_but_stored_after_it_gets_paper(app: App) -> None:
+    """Decided by when it was written: the outage is over when the message arrives, but it was on
+    when the doctor wrote the prescription; one written after the outage gets none."""
+    now = dt.datetime.now(dt.timezone.utc)
+    with app.sessions() as session:
+        outage = records.start_outage(session, "tamin", reason="maintenance", actor="alice", detected=records.MANUAL,
+                                      now=now - dt.timedelta(minutes=20))
+        records.end_outages(session, "tamin", actor="alice", reason="back", now=now - dt.timedelta(minutes=10))
+        session.commit()
+    created = by_type(sample_events(), "prescription.created")[:2]
+    written = [dict(created[0], occurred_at=(now - dt.timedelta(minutes=15)).isoformat()),
+               dict(created[1], occurred_at=(now - dt.timedelta(minutes=5)).isoformat())]
+    for event in written:
+        app.intake.receive(body(event))
+    with app.sessions() as session:
+        papers = list(session.scalars(select(FallbackRecord)))
+    assert [(p.event_id, p.outage_id) for p in papers] == [(written[0]["event_id"], outage.id)]
+
+
+def test_the_answer_deadline_sweep_issues_paper_once_within_its_horizon(app: App) -> None:
+    from adapter.app import reply_rules
+    from adapter.pipeline.deadline import AnswerDeadline, issue_overdue_paper
+    from adapter.store.models import ReplyRow
+
+    now = dt.datetime.now(dt.timezone.utc)
+    created = by_type(sample_events(), "prescription.created")[:2]
+    recent = dict(created[0], occurred_at=(now - dt.timedelta(seconds=40)).isoformat())
+    backlog = dict(created[1], occurred_at=(now - dt.timedelta(hours=2)).isoformat())
+    for event in (recent, backlog):
+        app.intake.receive(body(event))
+    deadline = AnswerDeadline(30, 5, 900, "FB", "Asia/Tehran")
+    rules = reply_rules(app.config)
+    assert issue_overdue_paper(app.sessions, deadline, rules, now) == 0, "stored just now: its grace first"
+    later = now + dt.timedelta(seconds=6)
+    assert issue_overdue_paper(app.sessions, deadline, rules, later) == 1
+    assert issue_overdue_paper(app.sessions, deadline, rules, later) == 0, "once"
+    with app.sessions() as session:
+        [paper] = session.scalars(select(FallbackRecord))
+        replies = [r.type for r in session.scalars(select(ReplyRow).where(ReplyRow.event_id == recent["event_id"]))]
+    assert (paper.event_id, paper.destination, paper.outage_id) == (recent["event_id"], "tamin", None)
+    assert "no answer from tamin within 30 s" in (paper.reason or "")
+    assert replies == ["paper_fallback.issued"]
+    drain(app)
+    with app.sessions() as session:
+        [linked] = session.scalars(select(FallbackRecord))
+        types = [r.type for r in session.scalars(select(ReplyRow).where(ReplyRow.event_id == recent["event_id"]))]
+    assert linked.state == "linked" and types == ["paper_fallback.issued", "paper_fallback.linked"]

@@ -289,6 +289,11 @@ def test_replay_cli_by_id_defaults_actor_to_the_os_user(world: World) -> None:
 
     code, out = world.cli("replay", str(world.ids("dead")[0]), "--reason", "r", "--actor", "bob", "--json")
     assert code == 0 and world.audit(world.ids("pending")[-1])[-1].actor == "replay:bob"
+    code, actions = world.cli("audit", "list", "--command", "replay", "--json")  # the operator audit, newest first
+    assert code == 0 and [(a["claimed_actor"], a["reason"], a["result"]) for a in actions] == [
+        ("bob", "r", "ok"), (None, "outage over", "ok")]
+    assert actions[1]["arguments"] == {"submission_ids": [dead], "count": 1, "remap": False}
+    assert actions[1]["detail"] == f"replayed 1 ({dead}); skipped 0"
 
 
 def test_replaying_an_accepted_or_pending_one_reports_it_and_skips_it(world: World) -> None:
@@ -343,6 +348,10 @@ def test_bulk_replay_cli_with_filter_and_max(world: World) -> None:
     assert (code, out) == (0, {"replayed": 4, "skipped": [], "dry_run": False})
     assert world.ids("dead") == dead[4:]
     assert "--max 4 reached" in world.stack.log_tail()
+    code, actions = world.cli("audit", "list", "--command", "replay", "--json")
+    assert actions[0]["arguments"] == {"filter": {"states": ["dead"], "destination": "tamin", "error": "503"},
+                                       "remap": False, "max": 4}
+    assert actions[0]["detail"].startswith("replayed 4 (") and actions[0]["result"] == "ok"
 
     # left: patient 2's dead visit and create; the rejected create; the create that never mapped
     code, out = world.cli("replay", "--filter", "--type", "prescription.created", "--reason", "all failed rx", "--json")

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 
 @dataclass
@@ -106,3 +109,11 @@ def _close(pair: _Pair) -> None:
         except OSError:
             pass
         sock.close()
+
+
+@contextmanager
+def amqp_relay(amqp_url: str) -> Iterator[tuple[TcpProxy, str]]:
+    """A relay in front of the broker of ``amqp_url``, and the same URL through it."""
+    parts = urlsplit(amqp_url)
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672) as relay:
+        yield relay, urlunsplit(parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{relay.port}"))

@@ -16,9 +16,10 @@ PACKAGE = REPO / "adapter"
 
 LAYERS: list[tuple[str, ...]] = [
     ("adapter.events.digits", "adapter.redact"),
-    ("adapter.config", "adapter.keys"),
-    ("adapter.events", "adapter.store"),
-    ("adapter.broker", "adapter.mapping", "adapter.fallback", "adapter.samples"),
+    ("adapter.config", "adapter.keys", "adapter.tls"),
+    ("adapter.events", "adapter.store", "adapter.replies"),
+    ("adapter.broker", "adapter.mapping", "adapter.fallback", "adapter.samples", "adapter.replies.outbox",
+     "adapter.replies.sinks"),
     ("adapter.destinations",),
     ("adapter.sim", "adapter.outage"),
     ("adapter.reconcile", "adapter.pipeline"),

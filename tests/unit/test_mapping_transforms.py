@@ -76,15 +76,21 @@ def test_national_code() -> None:
 @pytest.mark.parametrize("identity, expected", [
     ({"kind": "national_code", "value": "0087654326"}, "0087654326"),
     ({"kind": "mother_national_code", "value": "1234567891"}, "1234567891"),
-    ({"kind": "fida", "value": "123456789012"}, "123456789012"),
+    ({"kind": "fida", "value": "123456789012"}, "FDA123456789012"),
+    ({"kind": "fida", "value": "۱۲۳۴۵۶۷۸۹۰۱۲"}, "FDA123456789012"),
     ({"kind": "unidentified", "value": "ER-UNK-0042"}, "UNKNOWN"),
 ])
 def test_patient_id_for_tamin(identity: dict, expected: str) -> None:
     assert run("patient_id_for_tamin", identity) == expected
 
 
+def test_patient_id_for_tamin_bare_fida_sends_the_fida_id_as_it_is() -> None:
+    assert run("patient_id_for_tamin_bare_fida", {"kind": "fida", "value": "123456789012"}) == "123456789012"
+    assert run("patient_id_for_tamin_bare_fida", {"kind": "national_code", "value": "0087654326"}) == "0087654326"
+
+
 @pytest.mark.parametrize("identity", [{"kind": "national_code", "value": "0087654327"}, {"kind": "passport", "value": "X1"},
-                                      "0087654326", {"kind": "fida"}])
+                                      "0087654326", {"kind": "fida"}, {"kind": "fida", "value": "12-34"}])
 def test_patient_id_for_tamin_refuses(identity: object) -> None:
     with pytest.raises(TransformError) as caught:
         run("patient_id_for_tamin", identity)

@@ -71,8 +71,9 @@ def test_mapping_problems_secrets_and_exposure_are_reported_together(tmp_path: P
     text = "\n".join(lines)
     assert f"{broken}: event_typez: unknown key" in text
     assert "destinations.tamin.auth.client_secret_env: environment variable NOT_SET_ANYWHERE_4711 is not set" in text
-    assert "status.host: 0.0.0.0" in text
-    assert lines[-1] == f"4 problems in {path}"
+    assert "status.host: 0.0.0.0" in text and "no credentials" in text
+    assert "would serve plain HTTP" in text  # and no TLS certificate either
+    assert lines[-1] == f"5 problems in {path}"
 
 
 def test_sepas_terminology_and_key_are_checked_when_enabled(tmp_path: Path) -> None:

@@ -79,12 +79,12 @@ def test_a_secret_file_that_cannot_be_read_is_a_config_error(tmp_path: Path) -> 
 
 def test_load_key_refuses_an_empty_key_file_or_a_blank_variable(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    empty = secret_file(tmp_path, "token.key", "\n")
+    empty = secret_file(tmp_path, "patient.key", "\n")
     monkeypatch.delenv("X_KEY", raising=False)
     with pytest.raises(ConfigError) as caught:
         load_key("X_KEY", str(empty), source="c.yaml", key_name="patient_ref_key")
     (line,) = caught.value.lines
-    assert line.startswith("c.yaml: secrets.token_key_file: ") and "empty" in line and " -- fix: " in line
+    assert line.startswith("c.yaml: secrets.patient_ref_key_file: ") and "empty" in line and " -- fix: " in line
     monkeypatch.setenv("X_KEY", "   ")
     with pytest.raises(ConfigError) as caught:
         load_key("X_KEY", str(tmp_path / "other.key"), source="c.yaml", key_name="patient_ref_key")
@@ -279,7 +279,7 @@ def test_a_read_only_store_folder_stops_db_upgrade_and_prune_with_one_line(tmp_p
         engine, _ = open_store(load_config(config, environ={}))
         engine.dispose()
         folder.chmod(0o555)
-        one_store_line(adapter_cli("prune", "--config", str(config)), config)  # a command that writes
+        one_store_line(adapter_cli("prune", "--reason", "retention", "--config", str(config)), config)  # it writes
     finally:
         folder.chmod(0o755)
 

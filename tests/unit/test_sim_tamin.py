@@ -196,6 +196,30 @@ def test_anonymous_patient_and_empty_visit_are_accepted(api: httpx.Client) -> No
     assert create(api, body(presc_type=3, items=[]))["error_Code"] == ""
 
 
+FIDA = "123456789012"  # fake FIDA id: 12 digits, not a national code
+
+
+def test_a_fida_patient_is_accepted_in_fida_form_and_refused_as_a_national_code(api: httpx.Client) -> None:
+    """Seed 002 s.7: a foreign national is identified by the FIDA id, not a national code."""
+    assert create(api, body(patient="FDA" + FIDA))["error_Code"] == ""
+    assert create(api, body(patient=FIDA))["error_Msg"] == rules.MSG_BAD_PATIENT
+    assert create(api, body(patient="FDA123"))["error_Msg"] == rules.MSG_BAD_PATIENT  # too few digits
+    eligible = api.get(f"/api/v2/patients/deserve-info/{DOC_NC}/{DOC_ID}/{DOC_ID}/FDA{FIDA}").json()["data"]
+    assert eligible["hasDeserve"] is True
+    api.post("/_sim/faults", json={"fida_patient_prefix": ""})
+    assert create(api, body(patient=FIDA))["error_Code"] == ""  # configured: the bare id
+
+
+def test_placeholder_patient_creates_are_counted(api: httpx.Client) -> None:
+    assert stats(api)["placeholder_patient_creates"] == 0
+    create(api, body())
+    create(api, body(patient="FDA" + FIDA))
+    assert stats(api)["placeholder_patient_creates"] == 0
+    create(api, body(patient="UNKNOWN"))
+    create(api, body(patient="UNKNOWN", mobile="0912"))  # refused, but it arrived
+    assert stats(api)["placeholder_patient_creates"] == 2
+
+
 def _set(key: str, value: Any) -> Any:
     return lambda b: {**b, key: value}
 

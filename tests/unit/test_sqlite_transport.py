@@ -33,7 +33,7 @@ def _registered() -> None:
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    return f"{SCHEME}://{tmp_path / 'queue.db'}"
+    return f"{SCHEME}:///{tmp_path / 'queue.db'}"  # four slashes: an absolute path
 
 
 def connect(url: str, **options: object) -> kombu.Connection:

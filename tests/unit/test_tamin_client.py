@@ -90,7 +90,8 @@ def test_read_create_business_error_is_rejected_with_code_and_redacted_message()
     outcome = tamin_answers.read_create(envelope(create_result(error_Code="400", error_Msg=message,
                                                                complemantary_Msg="با ۰۹۱۲۱۲۳۴۵۶۷ تماس بگیرید")))
     assert outcome.klass is OutcomeClass.rejected
-    assert outcome.result == {"error_code": "400"}
+    assert outcome.result["error_code"] == "400"
+    assert "0012345679" not in outcome.result["error_message"] and "معتبر نمی باشد" in outcome.result["error_message"]
     assert "کد ملی بیمار" in outcome.message and "400" in outcome.message
     assert "0012345679" not in outcome.message
     assert "09121234567" not in outcome.message and "۰۹۱۲۱۲۳۴۵۶۷" not in outcome.message
@@ -117,10 +118,10 @@ def test_read_change() -> None:
     refused = tamin_answers.read_change(
         {"status": 200, "data": {"statusCode": "400", "error_Code": "410", "error_Msg": rules.MSG_DELETE_DAY}}, "delete")
     assert refused.klass is OutcomeClass.rejected
-    assert refused.result == {"error_code": "410"}
+    assert refused.result == {"error_code": "410", "error_message": rules.MSG_DELETE_DAY}
     assert "delete" in refused.message and rules.MSG_DELETE_DAY in refused.message
     no_code = tamin_answers.read_change({"status": 200, "data": {"statusCode": "400"}}, "edit")
-    assert (no_code.klass, no_code.result) == (OutcomeClass.rejected, {"error_code": "400"})
+    assert (no_code.klass, no_code.result) == (OutcomeClass.rejected, {"error_code": "400", "error_message": ""})
 
 
 def test_read_eligibility() -> None:
@@ -130,7 +131,7 @@ def test_read_eligibility() -> None:
     assert ok.result == {"eligible": True, "hid": "HID-1", "insurance_type": "تامین اجتماعی"}
     no = tamin_answers.read_eligibility({"status": 200, "data": {"hasDeserve": False, "hid": None,
                                                                  "errMsg": rules.MSG_NOT_INSURED}})
-    assert (no.klass, no.result) == (OutcomeClass.rejected, {"eligible": False})
+    assert (no.klass, no.result) == (OutcomeClass.rejected, {"eligible": False, "error_message": rules.MSG_NOT_INSURED})
     assert rules.MSG_NOT_INSURED in no.message
     assert tamin_answers.read_eligibility({"status": 200, "data": {}}).klass is OutcomeClass.rejected
 
@@ -405,7 +406,8 @@ def test_eligibility(client: TaminClient, registry: Any, sample_events, mappings
     assert ok.klass is OutcomeClass.accepted and ok.result["eligible"] is True and ok.result["hid"]
     registry.update_settings({"unknown_patients": {visit["payload"]["patient"]["identity"]["value"]}})
     no = client.call(TaminCall("eligibility", m.params, None, FACILITY, str(uuid.uuid4())))
-    assert no.klass is OutcomeClass.rejected and no.result == {"eligible": False}
+    assert no.klass is OutcomeClass.rejected and no.result["eligible"] is False
+    assert visit["payload"]["patient"]["identity"]["value"] not in no.result["error_message"]
     assert visit["payload"]["patient"]["identity"]["value"] not in no.message
 
 

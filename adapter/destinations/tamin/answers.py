@@ -65,7 +65,8 @@ def read_create(answer: Any) -> Outcome:
                            result={"head_id": ids[0], "tracking_code": ids[1], "duplicate_answer": True})
         return Outcome(OutcomeClass.rejected, f"304 duplicate without readable ids: {_message(result)}")
     if code:
-        return Outcome(OutcomeClass.rejected, f"Tamin error {code}: {_message(result)}", result={"error_code": code})
+        return Outcome(OutcomeClass.rejected, f"Tamin error {code}: {_message(result)}",
+                       result={"error_code": code, "error_message": _message(result)})
     return Outcome(OutcomeClass.rejected, f"answer without ids or error code: {_problems(answer) or 'empty result'}")
 
 
@@ -76,8 +77,9 @@ def read_change(answer: Any, what: str) -> Outcome:
         return Outcome(OutcomeClass.accepted, result={"status_code": "200"})
     result = data if isinstance(data, dict) else {}
     code = str(result.get("error_Code") or result.get("statusCode") or "?")
-    return Outcome(OutcomeClass.rejected, f"Tamin refused the {what} ({code}): {_message(result) or _problems(answer)}",
-                   result={"error_code": code})
+    message = _message(result) or _problems(answer)
+    return Outcome(OutcomeClass.rejected, f"Tamin refused the {what} ({code}): {message}",
+                   result={"error_code": code, "error_message": message})
 
 
 def read_eligibility(answer: Any) -> Outcome:
@@ -87,5 +89,5 @@ def read_eligibility(answer: Any) -> Outcome:
     if data.get("hasDeserve") is True:
         return Outcome(OutcomeClass.accepted, result={"eligible": True, "hid": data.get("hid"),
                                                       "insurance_type": data.get("insuranceType")})
-    return Outcome(OutcomeClass.rejected, f"not eligible: {redact_text(str(data.get('errMsg') or 'hasDeserve false'))}",
-                   result={"eligible": False})
+    message = redact_text(str(data.get("errMsg") or "hasDeserve false"))
+    return Outcome(OutcomeClass.rejected, f"not eligible: {message}", result={"eligible": False, "error_message": message})

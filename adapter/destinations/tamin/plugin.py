@@ -7,6 +7,7 @@ from adapter.destinations.auth import ClientCredentialsProvider, RefreshTokenPro
 from adapter.destinations.http import Exchange
 from adapter.destinations.plugin import BuildContext, Built, DestinationPlugin, SimulatorRef
 from adapter.destinations.tamin.client import DESTINATION, TaminClient, endpoint
+from adapter.destinations.tamin.coverage import coverage_screen
 from adapter.destinations.tamin.destination import TaminDestination
 
 
@@ -25,7 +26,8 @@ def build(tamin: TaminConfig, context: BuildContext) -> Built:
     tokens = TokenCache(_token_provider(tamin, context), tamin.auth.refresh_leeway_s)
     client = TaminClient(tamin, Exchange(context.http, endpoint(tamin), tokens, context.recorder))
     return Built(TaminDestination(client), tokens,
-                 "prescriber" if tamin.auth.mode == "doctor_refresh" else "facility")
+                 "prescriber" if tamin.auth.mode == "doctor_refresh" else "facility",
+                 coverage_screen(tamin.accepts_unidentified_patients))
 
 
 def problems(tamin: TaminConfig, config: AdapterConfig) -> list[str]:

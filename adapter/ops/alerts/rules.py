@@ -55,6 +55,8 @@ class Facts:
     at: dt.datetime
     destinations: Mapping[str, DestinationFacts] = field(default_factory=dict)
     new_invalid_events: int = 0  # events refused by the contract, within rules.new_invalid.window_s
+    open_conflicts: int = 0  # different bodies under known event ids, waiting for an operator
+    dead_replies: int = 0  # replies the HIS's webhook kept refusing (adapter replies list --state dead)
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,33 @@ def conditions(facts: Facts, rules: AlertRulesConfig) -> dict[str, Condition]:
                              f"(threshold {invalid.threshold})",
                              {"count": count, "events": facts.new_invalid_events, "submissions": submissions,
                               "threshold": invalid.threshold, "window_s": invalid.window_s}))
+    if rules.replies_dead and facts.dead_replies:
+        out.append(Condition("replies_dead", "replies_dead", None,
+                             f"{facts.dead_replies} replies to the HIS are dead (its webhook kept refusing them): "
+                             "adapter replies list --state dead, then adapter replies resend",
+                             {"count": facts.dead_replies}))
+    if rules.event_conflict and facts.open_conflicts > 0:
+        out.append(Condition("event_conflict", "event_conflict", None,
+                             f"{facts.open_conflicts} event version(s) in conflict: a different body under a known "
+                             "event id, kept, not sent (adapter show EVENT_ID; adapter replay --conflict EVENT_ID)",
+                             {"count": facts.open_conflicts}))
     return {c.key: c for c in out}
+
+
+def store_unavailable(unavailable_for_s: float | None, reason: str | None, rules: AlertRulesConfig,
+                      now: dt.datetime) -> dict[str, Condition]:
+    """The one rule read without the store (it is about the store): active while the running loops
+    have found it unavailable for longer than ``rules.store_unavailable_s``. ``reason``: the
+    driver's one-line error (``adapter.store.health.store_reason``)."""
+    limit = rules.store_unavailable_s
+    if limit is None or unavailable_for_s is None or unavailable_for_s <= limit:
+        return {}
+    condition = Condition("store_unavailable", "store_unavailable", None,
+                          f"the database has been unavailable for {_minutes(unavailable_for_s)} (limit {_minutes(limit)}): "
+                          "nothing is stored, acked or sent meanwhile; the adapter retries on its own",
+                          {"unavailable_s": round(unavailable_for_s), "limit_s": round(limit), "reason": reason or ""},
+                          now - dt.timedelta(seconds=unavailable_for_s))
+    return {condition.key: condition}
 
 
 # -- what each channel was told -------------------------------------------------------------------

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from adapter.config import AdapterConfig, AlertRulesConfig
 from adapter.ops.alerts.notify import Alert, Notifier, build_notifiers
 from adapter.ops.alerts.rules import (Action, Condition, DestinationFacts, Entry, Facts, Kind, OutageFact, conditions,
-                                      plan, settle)
+                                      plan, settle, store_unavailable)
 from adapter.redact import redact_text
 from adapter.store.types import utcnow
 
@@ -38,7 +38,7 @@ def read_facts(session: Session, rules: AlertRulesConfig, now: dt.datetime) -> F
     """The snapshot the rules look at: circuits, open outages, oldest open submission and new
     dead/rejected/invalid counts per destination, new invalid events. Only counts and states."""
     from adapter.outage import records
-    from adapter.store.models import CircuitStatus, InboxEvent, Submission
+    from adapter.store.models import CircuitStatus, InboxEvent, ReplyRow, Submission
     from adapter.store.states import OPEN_STATES
 
     dests: dict[str, dict[str, Any]] = {}  # destination -> DestinationFacts' fields
@@ -62,8 +62,11 @@ def read_facts(session: Session, rules: AlertRulesConfig, now: dt.datetime) -> F
     since = now - dt.timedelta(seconds=rules.new_invalid.window_s)
     invalid_events = session.scalar(select(func.count()).select_from(InboxEvent).where(
         InboxEvent.status == "invalid", InboxEvent.received_at >= since)) or 0
+    dead_replies = session.scalar(select(func.count()).select_from(ReplyRow).where(ReplyRow.state == "dead")) or 0
+    from adapter.store.versions import open_conflicts
+
     return Facts(now, {name: DestinationFacts(**values) for name, values in dests.items()},
-                 int(invalid_events))
+                 int(invalid_events), dead_replies=int(dead_replies), open_conflicts=open_conflicts(session))
 
 
 class Ledger(Protocol):
@@ -102,6 +105,23 @@ class DbLedger:
             session.commit()
 
 
+class MemoryLedger:
+    """A ledger in this process only: for the ``store_unavailable`` alert, which must be sent and
+    resolved while the store (where ``DbLedger`` keeps the others) does not answer."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], Entry] = {}
+
+    def load(self) -> dict[tuple[str, str], Entry]:
+        return dict(self._entries)
+
+    def store(self, channel: str, key: str, entry: Entry | None) -> None:
+        if entry is None:
+            self._entries.pop((channel, key), None)
+        else:
+            self._entries[(channel, key)] = entry
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One message tried during an evaluation (for logs and tests)."""
@@ -124,6 +144,7 @@ class AlertService:
         self._renotify_s = renotify_s
         self._instance = instance
         self._clock = clock
+        self._store_ledger = MemoryLedger()
 
     @classmethod
     def from_config(cls, config: AdapterConfig, sessions: sessionmaker[Session],
@@ -140,8 +161,18 @@ class AlertService:
         """Read, decide, send. Store failures propagate (the loop logs them and tries later);
         channel failures do not."""
         now = self._clock()
-        active = conditions(self._facts(now), self._rules)
-        ledger = self._ledger.load()
+        return self._deliver(conditions(self._facts(now), self._rules), self._ledger, now)
+
+    def evaluate_store(self, unavailable_for_s: float | None, reason: str | None) -> list[Delivery]:
+        """The ``store_unavailable`` rule, from what the running loops found of the store
+        (``adapter.store.health.StoreHealth``): no store read or written, its ledger is in memory.
+        So a restart during an outage sends the start again, and the resolve comes from the
+        process that sent the start."""
+        now = self._clock()
+        return self._deliver(store_unavailable(unavailable_for_s, reason, self._rules, now), self._store_ledger, now)
+
+    def _deliver(self, active: dict[str, Condition], ledger_of: Ledger, now: dt.datetime) -> list[Delivery]:
+        ledger = ledger_of.load()
         by_channel = {n.channel: n for n in self.notifiers}
         deliveries = []
         for action in plan(active, ledger, by_channel, now, self._renotify_s):
@@ -159,7 +190,7 @@ class AlertService:
                 deliveries.append(Delivery(action.channel, action.key, action.kind.value, ok, error))
             after = settle(action, ok, now)
             if after != action.entry:
-                self._ledger.store(action.channel, action.key, after)
+                ledger_of.store(action.channel, action.key, after)
         return deliveries
 
     def _alert(self, action: Action, now: dt.datetime) -> Alert:
