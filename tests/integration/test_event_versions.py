@@ -31,12 +31,13 @@ from tests.support.pipeline import EMBEDDED, REPO, adapter_config
 SAMPLE = json.loads((REPO / "docs" / "sample-prescription-created.json").read_text())
 GOOD_CODE = SAMPLE["payload"]["patient"]["identity"]["value"]  # 0012345679
 BAD_CODE = GOOD_CODE[:-1] + "8"  # wrong check digit
+OCCURRED_AT = dt.datetime.now(dt.timezone(dt.timedelta(hours=3, minutes=30))).isoformat(timespec="seconds")
 
 
 def event(event_id: str, code: str = GOOD_CODE) -> dict[str, Any]:
     body = json.loads(json.dumps(SAMPLE))
     body["event_id"] = event_id
-    body["occurred_at"] = dt.datetime.now(dt.timezone(dt.timedelta(hours=3, minutes=30))).isoformat(timespec="seconds")
+    body["occurred_at"] = OCCURRED_AT  # one value: a body built again is the same body
     body["payload"]["patient"]["identity"]["value"] = code
     return body
 

@@ -265,3 +265,16 @@ def test_read_facts_from_the_store(sessions: Any) -> None:
     assert tamin.circuit == "open" and tamin.circuit_reason == "circuit opened: 503"
     assert tamin.declared_outage is not None and tamin.declared_outage.started_by == "alice"
     assert sorted(conditions(facts, RULES)) == ["circuit:tamin", "outage:tamin"]
+
+
+def test_an_open_event_conflict_alerts_until_an_operator_resolves_it() -> None:
+    import datetime as _dt
+
+    from adapter.config import AlertRulesConfig
+    from adapter.ops.alerts.rules import Facts, conditions
+
+    now = _dt.datetime(2026, 12, 2, tzinfo=_dt.timezone.utc)
+    active = conditions(Facts(now, open_conflicts=2), AlertRulesConfig())
+    assert active["event_conflict"].details == {"count": 2} and "replay --conflict" in active["event_conflict"].summary
+    assert "event_conflict" not in conditions(Facts(now), AlertRulesConfig())
+    assert "event_conflict" not in conditions(Facts(now, open_conflicts=2), AlertRulesConfig(event_conflict=False))

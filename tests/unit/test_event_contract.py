@@ -102,3 +102,19 @@ def test_unreadable_bodies(body: bytes, rule: str) -> None:
     with pytest.raises(EventRejected) as caught:
         parse_event(body)
     assert rule in str(caught.value)
+
+
+def test_a_repeated_json_key_is_refused_with_its_path_wherever_it_is() -> None:
+    import pytest as _pytest
+
+    from adapter.events.parse import EventRejected, parse_event
+
+    body = ('{"event_id": "e-1", "event_type": "prescription.created", "schema_version": "1", '
+            '"payload": {"items": [{"code": "A"}, {"code": "B", "code": "C"}], "patient": {"x": 1, "x": 2}}}')
+    with _pytest.raises(EventRejected) as caught:
+        parse_event(body)
+    assert [p.field for p in caught.value.problems] == ["payload.items.1.code", "payload.patient.x"]
+    assert caught.value.event_id == "e-1" and "duplicate key" in caught.value.problems[0].rule
+    with _pytest.raises(EventRejected) as top:
+        parse_event('{"event_id": "a", "event_id": "b"}')
+    assert top.value.event_id is None and [p.field for p in top.value.problems] == ["event_id"]
