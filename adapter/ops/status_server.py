@@ -21,14 +21,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from adapter.sim.server import SimServer
 
 
 @dataclass(frozen=True)
@@ -172,55 +172,31 @@ class _Gate(asyncio.Protocol):
             self._server.release()
 
 
-class StatusServer:
-    """The gated server in a daemon thread. Port 0 picks a free port; ``base_url`` is valid after start()."""
+class StatusServer(SimServer):
+    """The gated server in a daemon thread (the thread, socket and start/stop are ``SimServer``'s).
+    Port 0 picks a free port; ``base_url`` is valid after start()."""
+
+    label = "the status service"
+    _thread_prefix = "status"
 
     def __init__(self, app: Any, host: str, port: int, limits: ConnectionLimits,
                  tls: ssl.SSLContext | None = None, start_timeout_s: float = 10.0):
-        self.app, self.host, self.port, self.limits, self.tls = app, host, port, limits, tls
-        self.base_url = ""
-        self._start_timeout_s = start_timeout_s
-        self._server: _GatedServer | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
+        super().__init__(app, host, port, start_timeout_s=start_timeout_s, graceful_shutdown_s=1.0)
+        self.limits, self.tls = limits, tls
 
     @property
     def open_connections(self) -> int:
-        return self._server.open_connections if self._server is not None else 0
+        server = self._server
+        return server.open_connections if isinstance(server, _GatedServer) else 0
 
-    def start(self) -> StatusServer:
-        if self._thread is not None:
-            return self
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # IPPROTO_TCP: TCP_NODELAY is set
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host.strip("[]"), self.port))
-        sock.listen(min(128, self.limits.max_connections * 2))
-        sock.setblocking(False)
-        self._socket = sock
-        self.port = sock.getsockname()[1]
-        host = f"[{self.host.strip('[]')}]" if family == socket.AF_INET6 else self.host
-        self.base_url = f"{'https' if self.tls is not None else 'http'}://{host}:{self.port}"
-        config = uvicorn.Config(self.app, http="h11", log_level="warning", access_log=False, lifespan="off",
-                                timeout_keep_alive=self.limits.idle_timeout_s,  # type: ignore[arg-type]  # a float works
-                                timeout_graceful_shutdown=1)
-        self._server = _GatedServer(config, self.limits, self.tls)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name=f"status-{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + self._start_timeout_s
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the status service did not start on {self.base_url}")
-            time.sleep(0.01)
-        return self
+    def _backlog(self) -> int:
+        return min(128, self.limits.max_connections * 2)
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=6.0)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
+    def _scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    def _config_options(self) -> dict[str, Any]:
+        return {"http": "h11", "timeout_keep_alive": self.limits.idle_timeout_s}
+
+    def _make_server(self, config: uvicorn.Config) -> uvicorn.Server:
+        return _GatedServer(config, self.limits, self.tls)
