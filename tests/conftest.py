@@ -48,6 +48,7 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 from tests.support import services as svc  # noqa: E402
+from tests.support.tcp_proxy import TcpProxy, amqp_relay  # noqa: E402
 
 # -- service fixtures ------------------------------------------------------------
 
@@ -188,6 +189,18 @@ class _LeakHandler(__import__("logging").Handler):
             text = repr(getattr(record, "__dict__", record))
         self.records += 1
         self.scanner.scan(text, os.environ.get("PYTEST_CURRENT_TEST", "(no test)").split(" ")[0])
+
+
+@pytest.fixture
+def relay(amqp_url: str) -> Iterator[tuple[TcpProxy, str]]:
+    """A TCP relay in front of the per-run RabbitMQ vhost, and the AMQP URL through it (network faults)."""
+    with amqp_relay(amqp_url) as pair:
+        yield pair
+
+
+@pytest.fixture
+def proxy(relay: tuple[TcpProxy, str]) -> TcpProxy:
+    return relay[0]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -19,22 +19,11 @@ from adapter.sim.settings import TaminSimSettings
 from adapter.sim.tamin_app import create_tamin_app
 from tests.support import services as svc
 from tests.support.stack import Stack, good_event_lines, wait_all_final, wait_consumers
-from tests.support.tcp_proxy import TcpProxy, amqp_relay
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
 HEARTBEAT_S = 2
-
-
-@pytest.fixture
-def relay(amqp_url: str) -> Iterator[tuple[TcpProxy, str]]:
-    with amqp_relay(amqp_url) as pair:
-        yield pair
-
-
-@pytest.fixture
-def proxy(relay: tuple[TcpProxy, str]) -> TcpProxy:
-    return relay[0]
 
 
 @pytest.fixture

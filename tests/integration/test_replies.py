@@ -31,21 +31,10 @@ from adapter.store.db import make_engine, make_sessionmaker
 from adapter.store.models import FallbackRecord, InboxEvent, Outage, ReplyRow, Submission
 from tests.support import services as svc
 from tests.support.stack import Stack, good_event_lines, wait_all_final
-from tests.support.tcp_proxy import TcpProxy, amqp_relay
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 BAD_EVENT = b'{"event_id": "bad-1", "event_type": "prescription.created", "schema_version": "1"}'
-
-
-@pytest.fixture
-def relay(amqp_url: str) -> Iterator[tuple[TcpProxy, str]]:
-    with amqp_relay(amqp_url) as pair:
-        yield pair
-
-
-@pytest.fixture
-def proxy(relay: tuple[TcpProxy, str]) -> TcpProxy:
-    return relay[0]
 
 
 @pytest.fixture
