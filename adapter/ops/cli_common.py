@@ -48,6 +48,21 @@ def operator_action(sessions: Any, command: str, arguments: dict[str, Any], reas
     return audited(sessions, current_who(actor), command, arguments, reason)
 
 
+def usage_error(message: str) -> typer.Exit:
+    """Print ``message`` as an error; the exit (code 2) for the caller to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+def open_config_store(path: Path) -> tuple[AdapterConfig, Any, Any]:
+    """The config (or exit 2 with its problems), and the store it names: (config, engine, sessions)."""
+    from adapter.app import open_store
+
+    config = config_or_exit(path)
+    engine, sessions = open_store(config)
+    return config, engine, sessions
+
+
 def config_or_exit(path: Path) -> AdapterConfig:
     """The validated config, or exit 2 with one line per problem."""
     try:

@@ -13,8 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from adapter.config import DEFAULT_CONFIG
-from adapter.ops.cli_common import (ConfigOption, config_or_exit, console, err, fail_config, operator_action,
-                                    print_json)
+from adapter.ops.cli_common import (ConfigOption, config_or_exit, console, err, fail_config, open_config_store,
+                                    operator_action, print_json, usage_error)
 from adapter.ops.operator_audit import actor_name, current_who
 
 StateOpt = Annotated[Optional[list[str]], typer.Option(
@@ -36,11 +36,6 @@ def register(app: typer.Typer) -> None:
     app.command("replay")(replay_command)
 
 
-def _bad(message: str) -> typer.Exit:
-
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(2)
-
 
 def _filters(state: Optional[list[str]], destination: Optional[str], event_type: Optional[str],
              operation: Optional[str], since: Optional[str], until: Optional[str], error: Optional[str]) -> Any:
@@ -50,15 +45,8 @@ def _filters(state: Optional[list[str]], destination: Optional[str], event_type:
         return make_filters(states=state, destination=destination, event_type=event_type, operation=operation,
                             since=since, until=until, error=error)
     except FilterError as exc:
-        raise _bad(str(exc)) from None
+        raise usage_error(str(exc)) from None
 
-
-def _open(config: Path) -> tuple[Any, Any, Any]:
-    from adapter.app import open_store
-
-    cfg = config_or_exit(config)
-    engine, sessions = open_store(cfg)
-    return cfg, engine, sessions
 
 
 def _cell(text: Optional[str], width: Optional[int] = None) -> Text:
@@ -105,7 +93,7 @@ def list_command(
     from adapter.store.models import Submission
 
     filters = _filters(state, destination, event_type, operation, since, until, error)
-    _, engine, sessions = _open(config)
+    _, engine, sessions = open_config_store(config)
     try:
         with sessions() as session:
             rows = list_submissions(session, filters, limit)
@@ -157,23 +145,23 @@ def replay_command(
 
     if conflict is not None:
         if submission_ids or use_filter or remap:
-            raise _bad("--conflict EVENT_ID takes no submission ids, --filter or --remap")
+            raise usage_error("--conflict EVENT_ID takes no submission ids, --filter or --remap")
         _replay_conflict(conflict, reason, actor, dry_run, json_out, config)
         return
     ids = _ids(submission_ids or [])
     filter_given = any((state, destination, event_type, operation, since, until, error))
     if use_filter and ids:
-        raise _bad("give submission ids or --filter, not both")
+        raise usage_error("give submission ids or --filter, not both")
     if not use_filter and not ids:
-        raise _bad("give one or more submission ids, or --filter with filter options")
+        raise usage_error("give one or more submission ids, or --filter with filter options")
     if filter_given and not use_filter:
-        raise _bad("filter options (--state, --destination, --type, --operation, --since, --until, --error) "
+        raise usage_error("filter options (--state, --destination, --type, --operation, --since, --until, --error) "
                    "need --filter")
     if not dry_run and not (reason and reason.strip()):
-        raise _bad('--reason "..." is required (it goes into the audit trail), unless --dry-run')
+        raise usage_error('--reason "..." is required (it goes into the audit trail), unless --dry-run')
     filters = _filters(state, destination, event_type, operation, since, until, error) if use_filter else None
 
-    cfg, engine, sessions = _open(config)
+    cfg, engine, sessions = open_config_store(config)
     try:
         mappings = None
         if remap:
@@ -197,7 +185,7 @@ def replay_command(
             except ReplayArgumentError as exc:
                 if action is not None:
                     action.failed(str(exc))
-                raise _bad(str(exc)) from None
+                raise usage_error(str(exc)) from None
             if action is not None:
                 _audit_outcome(action, report)
         if json_out:
@@ -221,7 +209,7 @@ def _replay_conflict(event_id: str, reason: Optional[str], actor: Optional[str],
     from adapter.pipeline.supersede import ConflictRefused, replay_conflict
 
     if not (reason and reason.strip()):
-        raise _bad('--reason "..." is required (it goes into the audit trail)')
+        raise usage_error('--reason "..." is required (it goes into the audit trail)')
     cfg = config_or_exit(config)
     try:
         app = build(cfg)
@@ -259,7 +247,7 @@ def _ids(values: list[str]) -> list[int]:
     for value in values:
         for part in value.replace(",", " ").split():
             if not part.isdigit():
-                raise _bad(f"{part!r} is not a submission id (a number, as shown by adapter list)")
+                raise usage_error(f"{part!r} is not a submission id (a number, as shown by adapter list)")
             ids.append(int(part))
     return ids
 

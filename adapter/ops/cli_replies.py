@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -17,7 +16,7 @@ from rich.text import Text
 
 from adapter.config import DEFAULT_CONFIG, AdapterConfig
 from adapter.ops.cli_common import (ActorOption, ConfigOption, ReasonOption, config_or_exit, console, err,
-                                    operator_action, print_json, require_reason)
+                                    open_config_store, operator_action, print_json, require_reason, usage_error)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 EventOpt = Annotated[Optional[str], typer.Option("--event", help="only the replies about this event id")]
@@ -33,17 +32,6 @@ def register(app: typer.Typer) -> None:
     replies_app.command("tail")(tail_command)
 
 
-def _open(config: Path) -> tuple[AdapterConfig, Any, Any]:
-    from adapter.app import open_store
-
-    cfg = config_or_exit(config)
-    engine, sessions = open_store(cfg)
-    return cfg, engine, sessions
-
-
-def _bad(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(2)
 
 
 def _query(event: Optional[str], state: Optional[str], reply_type: Optional[str]) -> Any:
@@ -53,7 +41,7 @@ def _query(event: Optional[str], state: Optional[str], reply_type: Optional[str]
     from adapter.store.models import ReplyRow
 
     if state is not None and state not in STATES:
-        raise _bad(f"--state {state!r}: use one of {', '.join(STATES)}")
+        raise usage_error(f"--state {state!r}: use one of {', '.join(STATES)}")
     query = select(ReplyRow)
     if event:
         query = query.where(ReplyRow.event_id == event)
@@ -95,7 +83,7 @@ def list_command(event: EventOpt = None, state: StateOpt = None, reply_type: Typ
     from adapter.store.models import ReplyRow
 
     query = _query(event, state, reply_type).order_by(ReplyRow.id.desc()).limit(limit)
-    _, engine, sessions = _open(config)
+    _, engine, sessions = open_config_store(config)
     try:
         with sessions() as session:
             rows = [_row_dict(row) for row in session.scalars(query)]
@@ -119,8 +107,8 @@ def resend_command(
 
     why = require_reason(reason, "replies resend")
     if not reply_ids and not (state or reply_type or event):
-        raise _bad("give reply ids, or a filter (--state dead, --type ..., --event ...)")
-    _, engine, sessions = _open(config)
+        raise usage_error("give reply ids, or a filter (--state dead, --type ..., --event ...)")
+    _, engine, sessions = open_config_store(config)
     try:
         arguments = {"reply_ids": reply_ids or [], "state": state, "type": reply_type, "event": event}
         with operator_action(sessions, "replies resend", arguments, why, actor) as action:
