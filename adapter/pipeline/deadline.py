@@ -89,10 +89,7 @@ def issue_overdue_paper(sessions: sessionmaker[Session], deadline: AnswerDeadlin
                 facility=row.facility_siam_id, prescription_id=str(ref.get("prescription_id") or ""),
                 submission_id=row.id, destination=row.destination, outage_id=outage.id if outage else None,
                 reason=outage.reason if outage else why, now=now)
-            add_replies(session, rules, [(paper_reply("issued", event_id=row.event_id, ref=ref,
-                                                      destination=row.destination, fallback_no=record.fallback_no,
-                                                      at=now, reason=record.reason, issued_at=now,
-                                                      legacy_type=rules.legacy_paper_type), None)], now)
+            add_replies(session, rules, [(paper_reply(record, ref, now, rules.legacy_paper_type), None)], now)
             issued += 1
         session.commit()
     if issued:

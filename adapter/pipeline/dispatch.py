@@ -648,9 +648,7 @@ class Dispatcher:
         ref = (claim.his_ref if claim else None) or {"event_type": "prescription.created",
                                                       "facility_siam_id": record.facility_siam_id,
                                                       "prescription_id": record.prescription_id}
-        return paper_reply("linked" if accepted else "paper_claim", event_id=record.event_id, ref=ref,
-                           destination=record.destination, fallback_no=record.fallback_no, at=now,
-                           reason=record.claim_reason, tracking_code=record.tracking_code, head_id=record.head_id)
+        return paper_reply(record, ref, now)
 
     def _decide(self, job: Job, claim: _Claim, outcome: Outcome, now: dt.datetime) -> Settlement:
         """The new state, the audit reason, the columns to set, and what becomes of a paper-fallback

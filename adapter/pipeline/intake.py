@@ -39,7 +39,7 @@ from adapter.replies.rows import add_replies
 from adapter.outage import records as outage_records
 from adapter.events import keys
 from adapter.store.audit import audit_rows, state_change
-from adapter.store.models import FallbackRecord, InboxEvent, Outage, Submission
+from adapter.store.models import InboxEvent, Outage, Submission
 from adapter.store.states import EventStatus, State
 from adapter.store import at_rest, versions
 from adapter.store.types import utcnow
@@ -329,8 +329,8 @@ class Intake:
                 facility=event["facility_siam_id"], prescription_id=event["payload"]["prescription_id"],
                 submission_id=submission["id"], destination=destination, outage_id=outage.id, reason=outage.reason,
                 now=now, refused=f"{submission['state']}: {submission['last_error']}" if refused else None)
-            add_replies(session, self._replies, [(paper_issued_reply(record, submission.get("his_ref") or {},
-                                                                     self._replies, now), None)], now)
+            add_replies(session, self._replies, [(paper_reply(record, submission.get("his_ref") or {}, now,
+                                                              self._replies.legacy_paper_type), None)], now)
             issued += 1
         return issued
 
@@ -375,12 +375,6 @@ def _intake_replies(events: list[tuple[dict[str, Any], list[dict[str, Any]], str
                 out.append((invalid_submission_reply(settled, now), s["id"]))
     return out
 
-
-def paper_issued_reply(record: FallbackRecord, ref: dict[str, Any], rules: ReplyRules,
-                       now: dt.datetime) -> dict[str, Any]:
-    return paper_reply("issued", event_id=record.event_id, ref=ref, destination=record.destination,
-                       fallback_no=record.fallback_no, at=now, reason=record.reason, issued_at=record.created_at,
-                       legacy_type=rules.legacy_paper_type)
 
 
 def _insert_rows(session: Session, table: Any, rows: list[dict[str, Any]], returning_ids: bool = False) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from adapter.replies.contract import LEGACY_PAPER_TYPE, REPLY_TYPES, validate_reply
 from adapter.replies.glosses import gloss
+from adapter.store.models import FallbackRecord
 from adapter.store.states import State
 
 HIS_ID_KEYS = ("prescription_id", "visit_id", "dispense_id", "order_id", "result_id")
@@ -193,22 +194,21 @@ def _contract_problem(problem: Mapping[str, Any]) -> dict[str, str]:
     return {"path": str(problem.get("field") or problem.get("path") or "$"), "rule": str(problem.get("rule") or "")[:500]}
 
 
-def paper_reply(state: str, *, event_id: str, ref: Mapping[str, Any], destination: str, fallback_no: str,
-                at: dt.datetime, reason: str | None = None, issued_at: dt.datetime | None = None,
-                tracking_code: str | None = None, head_id: str | None = None,
+def paper_reply(record: FallbackRecord, ref: Mapping[str, Any], at: dt.datetime,
                 legacy_type: bool = False) -> dict[str, Any]:
-    """``paper_fallback.issued`` / ``.linked`` / ``.paper_claim`` (the fallback record's states)."""
-    reply_type = f"paper_fallback.{state}"
-    if state == "issued" and legacy_type:
+    """The reply for a paper-fallback record in the state it has now: ``paper_fallback.issued`` /
+    ``.linked`` / ``.paper_claim``."""
+    reply_type = f"paper_fallback.{record.state}"
+    if record.state == "issued" and legacy_type:
         reply_type = LEGACY_PAPER_TYPE
-    body = _envelope(reply_type, event_id, ref, destination, at)
-    body["fallback_no"] = fallback_no
-    if state == "issued":
-        body.update(reason=reason, issued_at=(issued_at or at).isoformat())
-    elif state == "linked":
-        body.update(tracking_code=tracking_code, head_id=head_id)
+    body = _envelope(reply_type, record.event_id, ref, record.destination, at)
+    body["fallback_no"] = record.fallback_no
+    if record.state == "issued":
+        body.update(reason=record.reason, issued_at=record.created_at.isoformat())
+    elif record.state == "linked":
+        body.update(tracking_code=record.tracking_code, head_id=record.head_id)
     else:
-        body.update(reason=reason)
+        body.update(reason=record.claim_reason)
     return body
 
 
