@@ -168,7 +168,7 @@ def build(config: AdapterConfig, recorder: Recorder | None = None) -> App:
     intake = Intake(make_sessionmaker(intake_engine), mappings, set(destinations), patient_key,
                     {name: built.principal_mode for name, (_, built) in parts.items()},
                     FallbackPolicy(fallback.enabled, fallback.number_prefix, fallback.timezone), reply_rules(config),
-                    {name: built.screen for name, (_, built) in parts.items() if built.screen})
+                    registry.screens(config))
     owner = f"{socket.gethostname()}:{os.getpid()}"
     outages = OutageControl(sessions, {name: settings_from_config(section.circuit) for name, section in settings.items()},
                             {name: (section.max_rps, section.max_burst) for name, section in settings.items()}, owner,

@@ -354,6 +354,10 @@ class ReplyWebhookConfig(_Section):
     max_attempts: int = Field(10, ge=1, le=1000, description="failed POSTs of one reply before it is dead (alerted)")
     base_delay_s: float = Field(2.0, gt=0, description="first retry delay; doubled each time")
     max_delay_s: float = Field(300.0, gt=0, description="the longest retry delay")
+    tls: TlsConfig = Field(
+        default_factory=TlsConfig,
+        description="how the POSTs to the HIS are secured: ca_file for an HIS certificate from the hospital's own CA, "
+                    "client_cert_file when the HIS asks for this adapter's certificate")
 
 
 class RepliesConfig(_Section):

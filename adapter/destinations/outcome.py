@@ -28,3 +28,6 @@ class Outcome:
     request: dict[str, Any] = field(default_factory=dict)
     response: dict[str, Any] = field(default_factory=dict)
     duration_ms: int = 0
+    error_class: str | None = None
+    """A more specific class stored on the submission than ``klass`` (``not_covered``: an invalid
+    outcome the HIS must meet with the free/paper path, not with a replay)."""

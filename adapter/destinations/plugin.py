@@ -49,6 +49,9 @@ class Refusal:
     reason: str
 
 
+NOT_COVERED = "not_covered"
+"""The refusal class of a patient the destination does not cover (the free/paper path)."""
+
 Screen = Callable[[dict[str, Any]], "Refusal | None"]
 """Run by intake on a validated event before it is mapped for the destination."""
 
@@ -61,8 +64,6 @@ class Built:
     tokens: TokenCache
     principal_mode: str = "facility"
     """Whose token a submission is sent with: the facility's, or its prescriber's."""
-    screen: Screen | None = None
-    """Refuses, at intake, events this destination must never be sent (see ``Refusal``)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ class DestinationPlugin(Generic[SettingsT]):
     problems: Callable[[SettingsT, AdapterConfig], list[str]] = field(default=lambda _section, _config: [])
     """Everything ``adapter config check`` should report beyond the config's own validation
     (secrets it cannot read, files it cannot load), one line each naming file, key and fix."""
+    screen: Callable[[SettingsT], Screen | None] = field(default=lambda _section: None)
+    """From its section alone, what refuses events this destination must never be sent (see
+    ``Refusal``): run by intake before mapping, and by ``adapter replay --remap`` before re-mapping."""
     simulator: SimulatorRef | None = None
     reconciler: str | None = None
     """Module holding the destination's reconciliation job, if any: ``plan(sessions, interval,

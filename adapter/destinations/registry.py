@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from adapter.config import AdapterConfig, ConfigError, DestinationConfig
-from adapter.destinations.plugin import DestinationPlugin
+from adapter.destinations.plugin import DestinationPlugin, Screen
 from adapter.destinations.sepas.plugin import PLUGIN as SEPAS
 from adapter.destinations.tamin.plugin import PLUGIN as TAMIN
 from adapter.destinations.tamin_provider.plugin import PARACLINIC_PLUGIN, PHARMACY_PLUGIN
@@ -107,3 +107,9 @@ def configured(config: AdapterConfig) -> list[Configured]:
 
 def enabled_names(config: AdapterConfig) -> list[str]:
     return [c.name for c in configured(config)]
+
+
+def screens(config: AdapterConfig) -> dict[str, Screen]:
+    """Each enabled destination's screen (``DestinationPlugin.screen``), by name; those without none."""
+    found = ((c.name, c.plugin.screen(c.section)) for c in configured(config))
+    return {name: screen for name, screen in found if screen is not None}

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from adapter.config import DEFAULT_CONFIG
+from adapter.destinations import registry
 from adapter.ops.cli_common import (ConfigOption, config_or_exit, console, err, fail_config, open_config_store,
                                     operator_action, print_json, usage_error)
 from adapter.ops.operator_audit import actor_name, current_who
@@ -175,7 +176,8 @@ def replay_command(
         with audit as action:
             try:
                 replayer = Replayer(sessions, actor=actor_name(current_who(actor)), reason=reason, mappings=mappings,
-                                    dry_run=dry_run, batch_size=batch_size)
+                                    dry_run=dry_run, batch_size=batch_size,
+                                    screens=registry.screens(cfg) if remap else None)
                 matched = None
                 if filters is not None:
                     ids, matched = replayer.candidates(filters, max_rows)

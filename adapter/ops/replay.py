@@ -26,6 +26,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, func, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from adapter.destinations.plugin import NOT_COVERED, Refusal, Screen
 from adapter.events.parse import EventRejected, parse_event
 from adapter.mapping import MappingError, MappingSet
 from adapter.ops.inspect import Filters, matching
@@ -92,11 +93,13 @@ class Replayer:
 
     ``mappings`` set means re-map each submission from its stored event first; a mapping
     that fails leaves the submission ``invalid`` with the new reason (reported as skipped).
+    ``screens`` (the destinations' own, as intake runs them) are run before re-mapping: an event
+    a destination must never be sent (a patient not covered) stays refused, whatever the mapping.
     """
 
     def __init__(self, sessions: sessionmaker[Session], *, actor: str, reason: str | None,
                  mappings: MappingSet | None = None, dry_run: bool = False, batch_size: int = 100,
-                 clock: Callable[[], dt.datetime] = utcnow):
+                 clock: Callable[[], dt.datetime] = utcnow, screens: dict[str, Screen] | None = None):
         if batch_size < 1:
             raise ReplayArgumentError("--batch-size must be at least 1")
         if not actor or not actor.strip():
@@ -107,6 +110,7 @@ class Replayer:
         self._actor = actor_name(actor)
         self._reason = (reason or "").strip()
         self._mappings = mappings
+        self._screens = screens or {}
         self._dry_run = dry_run
         self._batch_size = batch_size
         self._clock = clock
@@ -180,11 +184,13 @@ class Replayer:
         fields: dict[str, Any] = {}
         reason = self._reason
         if self._mappings is None and row.params is None and row.payload is None:
-            report.skipped.append(Skipped(sid, row.state, "it was never mapped (its mapping failed): "
-                                                          "fix the mapping files, then replay it with --remap"))
+            report.skipped.append(Skipped(sid, row.state, _never_mapped(row)))
             return
         if self._mappings is not None:
             remapped = self._remap(session, row)
+            if isinstance(remapped, Refusal):
+                report.skipped.append(Skipped(sid, row.state, f"still refused ({remapped.error_class}): {remapped.reason}"))
+                return
             if isinstance(remapped, str):
                 why = f"re-map failed: {remapped}"
                 if not self._dry_run:
@@ -201,8 +207,9 @@ class Replayer:
                        last_error_class=None, lease_until=None, lease_owner=None, **fields)
         report.replayed.append(sid)
 
-    def _remap(self, session: Session, row: Submission) -> _Remapped | str:
-        """The submission mapped again from its stored event, or why that failed (no patient values)."""
+    def _remap(self, session: Session, row: Submission) -> _Remapped | Refusal | str:
+        """The submission mapped again from its stored event; the destination's refusal of the event;
+        or why mapping failed (no patient values)."""
         assert self._mappings is not None
         stored = session.get(InboxEvent, row.event_id)
         if stored is None:
@@ -211,6 +218,10 @@ class Replayer:
             event = parse_event(stored.body.encode("utf-8", "surrogatepass")).model_dump(mode="json")
         except EventRejected as exc:
             return f"the stored event no longer passes the event contract: {exc}"
+        screen = self._screens.get(row.destination)
+        refusal = screen(event) if screen is not None else None
+        if refusal is not None:
+            return refusal
         event_type = event.get("event_type") or stored.event_type or ""
         mappings = [m for m in self._mappings.for_event(event_type, row.destination) if m.operation == row.operation]
         if not mappings:
@@ -222,3 +233,11 @@ class Replayer:
         except MappingError as exc:
             return "; ".join(str(p) for p in exc.problems)
         return _Remapped(mapping.name, mapped.params, mapped.body)
+
+
+def _never_mapped(row: Submission) -> str:
+    """Why a submission with no stored request cannot be replayed as it stands."""
+    if row.last_error_class == NOT_COVERED:
+        return ("it was refused as not covered and never mapped: if the config now lets "
+                f"{row.destination} take such patients, replay it with --remap")
+    return "it was never mapped (its mapping failed): fix the mapping files, then replay it with --remap"

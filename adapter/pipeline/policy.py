@@ -76,7 +76,7 @@ def decide(job: Job, claim_result: dict[str, Any] | None, claim_first_attempt_at
     if klass in (OutcomeClass.rejected, OutcomeClass.invalid):
         state = State.rejected if klass is OutcomeClass.rejected else State.invalid
         return Settlement(state, outcome.message, dict(
-            last_error=outcome.message, last_error_class=klass.value,
+            last_error=outcome.message, last_error_class=outcome.error_class or klass.value,
             result={**(claim_result or {}), **outcome.result}, next_attempt_at=None),
             (False, f"{state.value}: {outcome.message}"))
     if klass is OutcomeClass.waiting:  # waiting for a predecessor is not an attempt at the destination

@@ -7,6 +7,7 @@ import string
 
 from adapter.config import AdapterConfig, ConfigError, is_this_machine, read_secret
 from adapter.replies.make import ReplyRules
+from adapter.tls import client_context
 
 _FIELDS = {"queue", "facility"}
 
@@ -42,6 +43,10 @@ def _webhook_problems(config: AdapterConfig) -> list[str]:
     try:
         read_secret(webhook.secret_env, webhook.secret_file, None,
                     what="replies.webhook.secret_env / secret_file (the webhook's signing secret)", source=source)
+    except ConfigError as exc:
+        problems += exc.lines
+    try:
+        client_context(webhook.tls, "replies.webhook.tls", source)
     except ConfigError as exc:
         problems += exc.lines
     return problems

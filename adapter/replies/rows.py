@@ -48,8 +48,8 @@ def due(session: Session, limit: int, now: dt.datetime) -> list[Any]:
 
 def mark_published(session: Session, ids: list[int], now: dt.datetime) -> None:
     if ids:
-        session.execute(update(ReplyRow).where(ReplyRow.id.in_(ids)).values(state=PUBLISHED, published_at=now,
-                                                                             last_error=None))
+        session.connection().execute(update(_REPLIES).where(_REPLIES.c.id.in_(ids))
+                                     .values(state=PUBLISHED, published_at=now, last_error=None))
 
 
 def mark_failed(session: Session, row_id: int, *, attempts: int, error: str, next_at: dt.datetime | None) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 import httpx
@@ -19,6 +20,7 @@ from kombu import Connection, Exchange, Producer, Queue
 
 from adapter.broker.connection import close_after_failure, connect
 from adapter.config import AdapterConfig, BrokerConfig, RepliesConfig, read_secret
+from adapter.tls import client_context
 
 SIGNATURE_HEADER = "X-Adapter-Signature"
 TIMESTAMP_HEADER = "X-Adapter-Timestamp"
@@ -39,6 +41,11 @@ class Sink(Protocol):
     whole outbox waits for the sink to come back (a broker that is down)."""
 
     def deliver(self, reply: dict[str, Any], facility: str | None) -> None: ...
+
+    def together(self) -> AbstractContextManager[Any]:
+        """Deliveries inside this block may be held until it ends (then all of them reach the HIS,
+        or, when it raises, maybe none): the outbox marks a group only after its block."""
+        ...
 
     def close(self, graceful: bool = True) -> None: ...
 
@@ -83,6 +90,13 @@ class AmqpSink:
         except Exception as exc:  # the broker is away: the outbox keeps the reply and tries again
             self.close(graceful=False)
             raise DeliveryFailed(f"broker: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+    def together(self) -> AbstractContextManager[Any]:
+        """On the embedded queue, one commit for the group (its ``publish_together``); on RabbitMQ
+        each message is confirmed as it goes, so nothing is held."""
+        channel = self._connection.default_channel if self._connection is not None else None
+        grouped = getattr(channel, "publish_together", None)
+        return grouped() if grouped is not None else nullcontext()
 
     def _ready(self, key: str) -> Producer:
         if self._producer is None or self._connection is None:
@@ -146,6 +160,9 @@ class WebhookSink:
         permanent = 400 <= answer.status_code < 500 and answer.status_code not in (408, 429)
         raise DeliveryFailed(f"webhook answered HTTP {answer.status_code}", permanent=permanent)
 
+    def together(self) -> AbstractContextManager[Any]:
+        return nullcontext()  # each POST is answered on its own
+
     def close(self, graceful: bool = True) -> None:
         self._client.close()
 
@@ -158,5 +175,7 @@ def sink_for(config: AdapterConfig) -> Sink:
         secret = read_secret(webhook.secret_env, webhook.secret_file, None,
                              what="replies.webhook.secret_env / secret_file (the webhook's signing secret)",
                              source=config.source_file)
-        return WebhookSink(replies, secret.encode("utf-8"))
+        context = client_context(webhook.tls, "replies.webhook.tls", config.source_file)
+        client = httpx.Client(timeout=webhook.timeout_s, verify=context if context is not None else True)
+        return WebhookSink(replies, secret.encode("utf-8"), client)
     return AmqpSink(config.broker, replies)

@@ -29,7 +29,8 @@ _REFUSED = frozenset(s.value for s in NEEDS_PERSON)
 _SUBMISSIONS = table_of(Submission)
 _VISITS = table_of(Visit)
 
-_CREATE_OF = select(_SUBMISSIONS.c.id, _SUBMISSIONS.c.state, _SUBMISSIONS.c.result, _SUBMISSIONS.c.payload).where(
+_CREATE_OF = select(_SUBMISSIONS.c.id, _SUBMISSIONS.c.state, _SUBMISSIONS.c.result, _SUBMISSIONS.c.payload,
+                    _SUBMISSIONS.c.last_error_class).where(
     _SUBMISSIONS.c.destination == bindparam("destination"), _SUBMISSIONS.c.subject_key == bindparam("subject"),
     _SUBMISSIONS.c.operation == "create").order_by(_SUBMISSIONS.c.id).limit(1)
 _EARLIER_ACCEPTED = select(_SUBMISSIONS.c.params, _SUBMISSIONS.c.result).where(
@@ -53,6 +54,7 @@ class CreateRecord:
     state: str
     result: dict[str, Any] | None
     payload: Any
+    error_class: str | None = None
 
     @property
     def open(self) -> bool:
@@ -97,7 +99,8 @@ class DestinationStore:
         (none stored yet, or no subject: a None key matches nothing)."""
         row = self._session.connection().execute(_CREATE_OF, {"destination": destination,
                                                               "subject": subject_key}).first()
-        return None if row is None else CreateRecord(row.id, row.state, row.result, row.payload)
+        return None if row is None else CreateRecord(row.id, row.state, row.result, row.payload,
+                                                     row.last_error_class)
 
     def changes_open(self, destination: str, subject_key: str | None) -> bool:
         """Is a submission of ``subject_key`` at ``destination`` other than its create (an edit, a

@@ -6,6 +6,7 @@ loses none of them (each arrives at least once, a repeat with the same ``reply_i
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import json
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from sqlalchemy import func, select
 
 from adapter.config import BrokerConfig
 from adapter.replies.contract import validate_reply
-from adapter.replies.sinks import reply_queue
+from adapter.replies.sinks import SIGNATURE_HEADER, TIMESTAMP_HEADER, reply_queue, signature
 from adapter.sim.server import SimServer
 from adapter.sim.settings import TaminSimSettings
 from adapter.sim.tamin_app import create_tamin_app
@@ -278,3 +279,88 @@ def test_tail_shows_what_the_his_receives_and_resend_needs_a_reason(embedded: St
     assert {r.reply_id: r.state for r in reply_rows(embedded)}[first] == "pending"
     audit = json.loads(embedded.adapter("audit", "list", "--json").stdout)
     assert any(a["command"] == "replies resend" and a["reason"] == "HIS restored from a backup" for a in audit)
+
+
+# -- the webhook, over real HTTPS -----------------------------------------------------------------
+class _His:
+    """The HIS's webhook endpoint: checks each POST's signature as docs/replies.md tells it to, and
+    keeps the replies it accepted."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        self.accepted: list[dict[str, Any]] = []
+        self.refused = 0
+
+    def app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        async def take(request: Request) -> Response:
+            body = await request.body()
+            expected = signature(self.secret, request.headers[TIMESTAMP_HEADER], body)
+            if not hmac.compare_digest(expected, request.headers.get(SIGNATURE_HEADER, "")):
+                self.refused += 1
+                return Response(status_code=401)
+            reply = json.loads(body)
+            assert request.headers["X-Reply-Id"] == reply["reply_id"]
+            self.accepted.append(reply)
+            return Response(status_code=204)
+
+        return Starlette(routes=[Route("/replies", take, methods=["POST"])])
+
+
+def test_replies_reach_an_https_webhook_signed_and_checked_against_the_hospitals_ca(embedded: Stack) -> None:
+    from tests.support.certs import make_certs
+    from tests.support.tls_front import TlsFront
+
+    certs = make_certs(embedded.workdir / "certs")
+    secret_file = embedded.workdir / "webhook.secret"
+    secret_file.write_text("a-long-webhook-secret-for-the-his\n")
+    secret_file.chmod(0o600)
+    his = _His(b"a-long-webhook-secret-for-the-his")
+    lines = good_event_lines(6)
+    with SimServer(his.app()) as plain, TlsFront(certs.server_context(), plain.base_url) as front:
+        with embedded.edited_config() as config:
+            config["replies"] = {"sink": "webhook", "webhook": {
+                "url": f"{front.base_url}/replies", "secret_file": str(secret_file), "base_delay_s": 0.2,
+                "tls": {"ca_file": str(certs.ca)}}}
+        assert embedded.adapter("config", "check").returncode == 0, embedded.log_tail()
+        embedded.publish(lines)
+        process = embedded.start_adapter()
+        try:
+            wait_all_final(embedded, len(lines), timeout=60)
+            wait("every reply published", lambda: count(embedded, ReplyRow.state != "published") == 0, embedded)
+        finally:
+            stop(process)
+    rows = reply_rows(embedded)
+    assert rows and his.refused == 0
+    assert sorted(r["reply_id"] for r in his.accepted) == sorted(r.reply_id for r in rows)
+    assert all(validate_reply(r) == r for r in his.accepted)
+
+
+def test_a_webhook_whose_certificate_the_config_does_not_trust_is_not_sent_to(embedded: Stack) -> None:
+    """Without the hospital's CA in ``replies.webhook.tls.ca_file`` the HIS's certificate is refused:
+    nothing is POSTed, the replies wait (pending, their attempts counted) for the config fix."""
+    from tests.support.certs import make_certs
+    from tests.support.tls_front import TlsFront
+
+    certs = make_certs(embedded.workdir / "certs")
+    secret_file = embedded.workdir / "webhook.secret"
+    secret_file.write_text("a-long-webhook-secret-for-the-his\n")
+    secret_file.chmod(0o600)
+    his = _His(b"a-long-webhook-secret-for-the-his")
+    with SimServer(his.app()) as plain, TlsFront(certs.server_context(), plain.base_url) as front:
+        with embedded.edited_config() as config:
+            config["replies"] = {"sink": "webhook", "webhook": {
+                "url": f"{front.base_url}/replies", "secret_file": str(secret_file), "base_delay_s": 0.2,
+                "tls": {"ca_file": str(certs.other_ca)}}}
+        embedded.publish(good_event_lines(2))
+        process = embedded.start_adapter()
+        try:
+            wait("a refused delivery", lambda: count(embedded, ReplyRow.attempts > 0) > 0, embedded)
+        finally:
+            stop(process)
+    assert his.accepted == [] and count(embedded, ReplyRow.state == "published") == 0
+    assert any("webhook" in (r.last_error or "") for r in reply_rows(embedded))

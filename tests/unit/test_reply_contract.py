@@ -3,6 +3,7 @@ outcome makes which reply; the webhook's signature and the outbox's order, retri
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -237,3 +238,44 @@ def test_a_dead_reply_raises_an_alert_until_it_is_resent(sessions: sessionmaker[
         session.commit()
         assert "replies_dead" not in conditions(read_facts(session, rules, AT), rules)
         assert session.scalars(select(ReplyRow)).one().state == "pending"
+
+
+class _GroupedSink:
+    """Holds what it is given until its ``together`` block ends, as the embedded queue's commit does;
+    ``fail_commits`` of those blocks fail at the end (nothing of them reaches the HIS)."""
+
+    name = "grouped"
+    retries_each = False
+
+    def __init__(self, fail_commits: int) -> None:
+        self.fail_commits = fail_commits
+        self.held: list[str] = []
+        self.received: list[str] = []
+
+    def deliver(self, reply: dict[str, Any], facility: str | None) -> None:
+        self.held.append(reply["reply_id"])
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        self.held = []
+        yield
+        if self.fail_commits:
+            self.fail_commits -= 1
+            raise OSError("disk I/O error")
+        self.received += self.held
+
+    def close(self, graceful: bool = True) -> None:
+        pass
+
+
+def test_a_group_whose_commit_fails_is_not_marked_and_goes_again_whole(sessions: sessionmaker[Session]) -> None:
+    write(sessions, *[f"e{n}" for n in range(120)])  # three groups of at most 50
+    sink = _GroupedSink(fail_commits=1)
+    outbox = ReplyOutbox(sessions, load_config(REPO / "config" / "embedded.yaml"), sink)
+    assert outbox.publish_pending() == 0, "the first group's commit failed: the round stops there"
+    assert sink.received == [] and {state for _, state, _ in states(sessions)} == {"pending"}
+    assert outbox.publish_pending() == 120
+    with sessions() as session:
+        written = list(session.scalars(select(ReplyRow.reply_id).order_by(ReplyRow.id)))
+    assert sink.received == written, "each reply once, in the order written, with its own reply_id"
+    assert {state for _, state, _ in states(sessions)} == {"published"}

@@ -144,6 +144,21 @@ def test_publish_consume_ack_in_fifo_order(url: str) -> None:
         assert drain(conn, ack=True) == []
 
 
+def test_publish_together_commits_all_or_none(url: str) -> None:
+    with connect(url) as conn:
+        queue()(conn.default_channel).declare()
+        with pytest.raises(RuntimeError), conn.default_channel.publish_together():
+            publish(conn, {"n": 1}, {"n": 2})
+            raise RuntimeError("the group fails before its commit")
+        assert size(conn) == 0  # neither message of the failed group is on the queue
+        with connect(url) as other:
+            assert size(other) == 0  # opened (schema checked) before the block takes the write lock
+            with conn.default_channel.publish_together():
+                publish(conn, {"n": 3}, {"n": 4})
+                assert size(other) == 0  # not visible to another connection before the block ends
+        assert bodies(drain(conn, ack=True)) == [{"n": 3}, {"n": 4}]
+
+
 def test_drain_events_raises_socket_timeout_when_idle(url: str) -> None:
     with connect(url) as conn:
         with kombu.Consumer(conn.default_channel, [queue()], accept=["json"]):

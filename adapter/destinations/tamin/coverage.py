@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapter.destinations.plugin import Refusal, Screen
+from adapter.destinations.outcome import Outcome, OutcomeClass
+from adapter.destinations.plugin import NOT_COVERED, Refusal, Screen
+from adapter.store.lookups import CreateRecord
 
-NOT_COVERED = "not_covered"
 UNIDENTIFIED_NOT_COVERED = ("unidentified patient: not registered at Tamin (no insurance can be implied); "
                             "use the free/paper path")
 
@@ -38,3 +39,15 @@ def coverage_screen(accepts_unidentified_patients: bool) -> Screen | None:
         return None
 
     return screen
+
+
+def refused_predecessor(create: CreateRecord, what: str) -> Outcome:
+    """What a submission that builds on a refused Tamin create (an edit, a dispense, a paraclinic
+    registration) comes to: a prescription never registered because the patient is not covered
+    stays so (the HIS is told to use the free/paper path, no replay would change it); any other
+    refusal waits for a person to replay the create."""
+    if create.error_class == NOT_COVERED:
+        return Outcome(OutcomeClass.invalid, f"{what} was not registered at Tamin ({UNIDENTIFIED_NOT_COVERED})",
+                       error_class=NOT_COVERED)
+    return Outcome(OutcomeClass.invalid, f"{what} (submission {create.id}) is {create.state}: replay it first, "
+                                         "then this one")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from adapter.destinations.base import Job
 from adapter.destinations.outcome import Outcome, OutcomeClass
 from adapter.destinations.tamin.client import DESTINATION, CallNotPossible, TaminCall, TaminClient
+from adapter.destinations.tamin.coverage import refused_predecessor
 from adapter.store.lookups import DestinationStore
 
 
@@ -34,8 +35,7 @@ class TaminDestination:
         if create is None or create.open:
             return Outcome(OutcomeClass.waiting, "the prescription's create is not registered at Tamin yet")
         if create.refused:
-            return Outcome(OutcomeClass.invalid, f"the prescription's create (submission {create.id}) is {create.state}: "
-                                                 "replay it first, then this one")
+            return refused_predecessor(create, "the prescription's create")
         result = create.result or {}
         return job.with_context(head_id=result.get("head_id"), tracking_code=result.get("tracking_code"),
                                 patient=(create.payload or {}).get("patient"))

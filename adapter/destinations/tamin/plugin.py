@@ -26,8 +26,7 @@ def build(tamin: TaminConfig, context: BuildContext) -> Built:
     tokens = TokenCache(_token_provider(tamin, context), tamin.auth.refresh_leeway_s)
     client = TaminClient(tamin, Exchange(context.http, endpoint(tamin), tokens, context.recorder))
     return Built(TaminDestination(client), tokens,
-                 "prescriber" if tamin.auth.mode == "doctor_refresh" else "facility",
-                 coverage_screen(tamin.accepts_unidentified_patients))
+                 "prescriber" if tamin.auth.mode == "doctor_refresh" else "facility")
 
 
 def problems(tamin: TaminConfig, config: AdapterConfig) -> list[str]:
@@ -45,7 +44,7 @@ def problems(tamin: TaminConfig, config: AdapterConfig) -> list[str]:
 
 PLUGIN = DestinationPlugin(
     name=DESTINATION, config_model=TaminConfig, operations=("eligibility", "create", "update", "cancel"),
-    build=build, problems=problems,
+    build=build, problems=problems, screen=lambda tamin: coverage_screen(tamin.accepts_unidentified_patients),
     simulator=SimulatorRef("tamin", "adapter.sim.tamin_app:create_tamin_app"),
     reconciler="adapter.reconcile.reconcile",
     description="Tamin e-prescribing: eligibility, SendEpresc, edit, delete")

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from adapter.destinations.base import Job
 from adapter.destinations.outcome import Outcome, OutcomeClass
 from adapter.destinations.tamin.client import DESTINATION as PRESCRIBING
+from adapter.destinations.tamin.coverage import refused_predecessor
 from adapter.destinations.routes import RouteNotFillable
 from adapter.destinations.tamin_provider.client import ProviderClient
 from adapter.destinations.tamin_provider.answers import Fetched, problems_message, read_fetch
@@ -28,8 +29,7 @@ def create_result(store: DestinationStore, destination: str, subject_key: str | 
     if create is None or create.open:
         return Outcome(OutcomeClass.waiting, f"{what} is not registered at Tamin yet")
     if create.refused:
-        return Outcome(OutcomeClass.invalid, f"{what} (submission {create.id}) is {create.state}: replay it first, "
-                                             "then this one")
+        return refused_predecessor(create, what)
     return dict(create.result or {})
 
 
