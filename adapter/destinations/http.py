@@ -220,6 +220,9 @@ class Exchange:
         klass = class_of_status(answer.status_code)
         if klass is not None:
             message = f"HTTP {answer.status_code}"
+            if answer.status_code in GATEWAY_LOST and request.may_apply:
+                # the gateway lost the application's answer, not the request: it may have applied
+                klass, message = OutcomeClass.ambiguous, f"HTTP {answer.status_code} from a gateway: may have applied"
             if klass is OutcomeClass.auth and refreshed:
                 message = f"HTTP 401 twice, even with a fresh token: {self._endpoint.auth_hint}"
             return Exchanged(Outcome(klass, message, retry_after_s=retry_after_seconds(answer.headers.get("Retry-After")),
@@ -262,6 +265,12 @@ class Exchange:
             self._recorder(record)
         except Exception:
             log.warning("the exchange recorder failed on %s %s", record.method, record.route, exc_info=True)
+
+GATEWAY_LOST = frozenset({502, 504})
+"""Statuses a gateway gives when the application behind it did not answer in time or answered
+badly: a write may have been applied, so it is looked up before it is sent again (503 and 500
+say the application refused or failed it: retried)."""
+
 
 def class_of_exception(exc: httpx.HTTPError) -> OutcomeClass:
     """Before the request left: transient. After it left with no answer, or with one that cannot be

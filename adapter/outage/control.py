@@ -36,7 +36,7 @@ from adapter.config import CircuitConfig
 from adapter.destinations.outcome import OutcomeClass
 from adapter.outage import records
 from adapter.outage.breaker import Breaker, BreakerSettings, CircuitState, Permit, Transition, Verdict
-from adapter.outage.ratelimit import TokenBucket
+from adapter.outage.ratelimit import SendPacer, TokenBucket
 from adapter.outage.shared_bucket import SharedTokenBucket
 from adapter.store.models import Submission
 from adapter.store.states import State
@@ -70,10 +70,12 @@ class Plan:
 
 
 class _Destination:
-    def __init__(self, name: str, breaker: Breaker, bucket: TokenBucket | SharedTokenBucket | None):
+    def __init__(self, name: str, breaker: Breaker, bucket: TokenBucket | SharedTokenBucket | None,
+                 pacer: SendPacer | None = None):
         self.name = name
         self.breaker = breaker
         self.bucket = bucket
+        self.pacer = pacer
         self.declared = False
         self.circuit_row_open = False
 
@@ -100,7 +102,8 @@ class OutageControl:
                 bucket = SharedTokenBucket(sessions, name, rate, burst, monotonic)
             elif rate:
                 bucket = TokenBucket(rate, burst, monotonic)
-            self._dest[name] = _Destination(name, Breaker(settings, monotonic), bucket)
+            pacer = SendPacer(rate, burst, monotonic) if rate else None
+            self._dest[name] = _Destination(name, Breaker(settings, monotonic), bucket, pacer)
 
     # -- reading ----------------------------------------------------------------------------
     def circuit(self, destination: str) -> CircuitState:
@@ -186,6 +189,12 @@ class OutageControl:
             if dest.bucket is not None:
                 wait = max(wait, dest.bucket.wait_s())
             return wait
+
+    def send_wait_s(self, destination: str) -> float:
+        """Seconds a claimed send to ``destination`` waits for its turn (``SendPacer``; 0 without
+        ``max_rps``). The slot is taken: call it once per request, just before sending."""
+        dest = self._dest.get(destination)
+        return dest.pacer.turn() if dest is not None and dest.pacer is not None else 0.0
 
     def probing(self, destination: str) -> bool:
         with self._lock:

@@ -1,12 +1,17 @@
-"""A token bucket: at most ``rate`` sends per second on average, bursts up to ``capacity``.
+"""A token bucket: at most ``rate`` sends per second on average, bursts up to ``capacity``;
+and the pacer that keeps the same limit where the insurer sees it, at the moment of sending.
 
 Pure and clock-driven. The dispatcher takes tokens when it *claims* submissions (not while
-a send waits), so a claimed submission is sent at once and its lease never runs out while
-it waits for its turn.
+a send waits), so it never claims more than it may send. Between the claim and the send the
+jobs wait for a worker thread; on a loaded machine several claimed a tenth of a second apart
+can reach the insurer in the same instant. ``SendPacer`` spaces the sends themselves: a
+worker about to send asks it for its turn and waits that long (a fraction of a second when
+the claims were paced; it never refuses).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -56,3 +61,28 @@ class TokenBucket:
         """Seconds until one whole token is available."""
         self._refill()
         return 0.0 if self._tokens >= 1 - 1e-9 else (1 - self._tokens) / self.rate
+
+
+class SendPacer:
+    """Send slots by the generic cell rate algorithm: ``rate`` a second, ``burst`` at once.
+
+    ``turn()`` reserves the next slot and says how long to wait for it, so in any window of
+    ``t`` seconds at most ``burst + rate * t`` sends start (``max_rps`` 10, burst 2: at most 12
+    in any one second). Thread-safe; the caller sleeps (the pacer holds no thread)."""
+
+    def __init__(self, rate: float, burst: int | None = None, clock: Callable[[], float] = time.monotonic):
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self._interval = 1.0 / rate
+        self._tolerance = (max(1, burst if burst is not None else int(max(1.0, rate))) - 1) * self._interval
+        self._clock = clock
+        self._next = clock()  # the theoretical time of the next send
+        self._lock = threading.Lock()
+
+    def turn(self) -> float:
+        """Seconds this send must wait for its slot (0: now); the slot is taken."""
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next - self._tolerance)
+            self._next = max(now, self._next) + self._interval
+            return start - now

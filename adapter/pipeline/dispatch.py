@@ -454,10 +454,19 @@ class Dispatcher:
         if isinstance(prepared, Outcome):
             return job, prepared
         if prepared.ambiguous:
+            self._wait_turn(job.destination)
             found = destination.lookup(prepared)
             if found.klass is not OutcomeClass.not_found:
                 return prepared, found
+        self._wait_turn(job.destination)
         return prepared, destination.send(prepared)
+
+    def _wait_turn(self, destination: str) -> None:
+        """``max_rps`` where the insurer sees it: claims are paced, but claimed jobs that waited
+        for a worker on a loaded machine would otherwise reach the insurer together."""
+        wait = self._outages.send_wait_s(destination) if self._outages is not None else 0.0
+        if wait > 0:
+            time.sleep(wait)
 
     # -- recording outcomes -------------------------------------------------------------------
     def _settle_waiting(self, block: bool) -> None:

@@ -160,3 +160,38 @@ def test_a_record_the_validator_rejects_is_never_saved_and_adapter_show_names_wh
         assert part in shown.output
     patient = event["payload"]["patient"]
     assert patient["identity"]["value"] not in shown.output and patient["mobile"] not in shown.output
+
+
+def test_an_unanswered_save_is_found_even_after_the_visit_gained_a_patient_uid(db_url: str, tmp_path: Path) -> None:
+    """A save whose answer was lost is looked up before it is sent again. Meanwhile another message
+    of the visit was accepted, so the document prepared now carries the visit's PatientUID, which
+    the unanswered one did not: the lookup must ask for the document as it was sent, or the
+    record is saved twice (what a kill -9 during registrations showed on a loaded machine)."""
+    first = copy.deepcopy(EVENT)
+    second = copy.deepcopy(EVENT)
+    second.update(event_id="evt-sepas-second")
+    second["payload"].update(prescription_id="RX-SECOND")
+    with SimServer(create_tamin_app()) as tamin, \
+            SimServer(create_ditas_app(DitasSimSettings(today_override="1403/05/15"))) as ditas:
+        registry = ditas.app.state.registry
+        app = build(adapter_config(db_url, tamin.base_url, tmp_path, dispatch__ambiguous_grace_s="1",
+                                   **sepas_overrides(ditas, tmp_path)))
+        try:
+            registry.update_settings({"drop_response_after_apply": 1})
+            app.intake.receive(json.dumps(first, ensure_ascii=False).encode())
+            app.dispatcher.run_once()  # saved, the answer lost: ambiguous, looked up after the grace
+            app.intake.receive(json.dumps(second, ensure_ascii=False).encode())
+            app.dispatcher.run_once()  # the second message is accepted: the visit now has a PatientUID
+            with app.sessions() as session:
+                [unanswered] = session.scalars(select(Submission).where(
+                    Submission.destination == "sepas", Submission.event_id == first["event_id"]))
+                assert unanswered.ambiguous and unanswered.state == "retry_wait", unanswered.state
+            drain_sepas(app)
+            with app.sessions() as session:
+                rows = {r.event_id: r for r in session.scalars(select(Submission).where(Submission.destination == "sepas"))}
+        finally:
+            app.close()
+        stats = httpx.get(ditas.base_url + "/_sim/stats").json()
+    assert {e: r.state for e, r in rows.items()} == {first["event_id"]: "accepted", second["event_id"]: "accepted"}
+    assert rows[first["event_id"]].result["patient_uid"] == rows[second["event_id"]].result["patient_uid"]
+    assert stats["saves"] == 2 and stats["records"] == 2 and stats["duplicates"] == 0, stats

@@ -7,7 +7,7 @@ import pytest
 from adapter.destinations.outcome import OutcomeClass
 from adapter.outage.breaker import Breaker, BreakerSettings, CircuitState, Verdict
 from adapter.outage.control import verdict_of
-from adapter.outage.ratelimit import TokenBucket
+from adapter.outage.ratelimit import SendPacer, TokenBucket
 
 S, F, N = Verdict.success, Verdict.failure, Verdict.neutral
 
@@ -187,3 +187,19 @@ def test_token_bucket_default_burst_is_one_second() -> None:
     assert TokenBucket(0.5, None, clock).available() == 1
     with pytest.raises(ValueError):
         TokenBucket(0)
+
+
+def test_send_pacer_keeps_max_rps_at_the_insurer_even_when_claimed_jobs_arrive_together() -> None:
+    """16 claimed sends reach their workers in the same instant (a loaded machine): the pacer gives
+    them slots so that no second sees more than max_rps + burst - 1 of them start."""
+    now = [100.0]
+    pacer = SendPacer(10, 2, lambda: now[0])
+    starts = [now[0] + pacer.turn() for _ in range(16)]
+    assert starts[:2] == [100.0, 100.0], "the burst goes at once"
+    assert starts == sorted(starts)
+    for first in starts:
+        in_one_second = [s for s in starts if first <= s < first + 1.0 - 1e-9]
+        assert len(in_one_second) <= 11
+    assert starts[-1] == pytest.approx(101.4)
+    now[0] = 200.0  # idle for long: a burst is allowed again, not a backlog of slots
+    assert [pacer.turn(), pacer.turn(), pacer.turn()] == [0.0, 0.0, pytest.approx(0.1)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import itertools
 import zoneinfo
 from collections.abc import Callable
 from typing import Any
@@ -113,7 +114,7 @@ class SepasDestination:
         except MessageProblem as exc:
             return Outcome(OutcomeClass.invalid, f"SEPAS message: {exc}")
         return job.with_context(message=spec.name, xml=xml.decode("utf-8"), location_id=location,
-                                document_hash=document_hash(xml), uids=known)
+                                document_hash=document_hash(xml), uids=known, hid=hid)
 
     def _known_uids(self, store: DestinationStore, job: Job) -> dict[str, str]:
         """CompositionUID of this record and PatientUID from earlier accepted SEPAS messages."""
@@ -156,14 +157,38 @@ class SepasDestination:
         return saved
 
     def lookup(self, job: Job) -> Outcome:
+        """Did an earlier, unanswered save reach SEPAS? Asked by document hash, for each form the
+        document could have had then: what the adapter knows of the visit only grows (a
+        PatientUID, a CompositionUID, the HID learned since), so the unanswered send carried
+        the same body with some of today's ids missing. Asking with today's form alone would
+        miss it and send it again."""
         ready = self._ready(job)
         if isinstance(ready, Outcome):
             return ready
         spec = spec_for(ready.context["message"])
-        found = self._client.lookup(spec, ready.context["document_hash"], ready.context["location_id"],
-                                    ready.idempotency_key, ready.deadline)
-        _keep_lookup_keys(found, ready)
+        found = Outcome(OutcomeClass.not_found, "no SEPAS record with this document")
+        for candidate in self._forms_sent_before(ready):
+            found = self._client.lookup(spec, candidate.context["document_hash"], candidate.context["location_id"],
+                                        candidate.idempotency_key, candidate.deadline)
+            if found.klass is not OutcomeClass.not_found:
+                _keep_lookup_keys(found, candidate)
+                return found
         return found
+
+    def _forms_sent_before(self, ready: Job) -> list[Job]:
+        """``ready`` as prepared now, then with every smaller set of the ids it carries (most first)."""
+        known: dict[str, str] = dict(ready.context.get("uids") or {})
+        hid = ready.context.get("hid")
+        names = [n for n in ("patient_uid", "composition_uid") if n in known] + (["hid"] if hid else [])
+        forms, seen = [ready], {ready.context["document_hash"]}
+        for size in range(len(names) - 1, -1, -1):
+            for kept in itertools.combinations(names, size):
+                form = self.prepare_offline(ready, {n: known[n] for n in kept if n != "hid"},
+                                            hid if "hid" in kept else None)
+                if isinstance(form, Job) and form.context["document_hash"] not in seen:
+                    seen.add(form.context["document_hash"])
+                    forms.append(form)
+        return forms
 
     def on_result(self, store: DestinationStore, job: Job, outcome: Outcome) -> None:
         """Keep the PatientUID per visit, so later messages of the visit carry it (the store
