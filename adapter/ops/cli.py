@@ -108,7 +108,7 @@ def run(
     finally:
         built.close()
     err.print(f"stopped: received={stats.received} stored={stats.stored} invalid={stats.invalid} "
-              f"duplicates={stats.duplicates} dispatched={stats.dispatched}")
+              f"duplicates={stats.duplicates} conflicts={stats.conflicts} dispatched={stats.dispatched}")
 
 
 def _sessions(config: Path) -> Any:

@@ -12,8 +12,10 @@ Two ages (Mirth's data pruner has the same two: content and metadata):
 * ``payload_days``: the submission's payload is cleared and its attempts' request/response
   bodies are replaced by ``{"pruned": true}`` (``submissions.pruned_at`` is set); the event's
   body is replaced by ``{"pruned_at": ...}`` once every submission of it qualifies
-  (``inbox_events.pruned_at``). What identifies the work stays: ids, states, results
-  (tracking codes, head ids), errors, times.
+  (``inbox_events.pruned_at``), and the earlier versions kept of it (``event_versions`` rows
+  ``superseded`` or ``replayed``: whole bodies too) are deleted; an unresolved ``conflict``
+  waits for its operator. What identifies the work stays: ids, states, results (tracking
+  codes, head ids), errors, times.
 * ``audit_days``: the attempt rows and the state changes of such submissions (and the
   event-level state changes of such events) are deleted.
 
@@ -33,14 +35,16 @@ from sqlalchemy import CursorResult, and_, delete, exists, func, not_, null, or_
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from adapter.config import RetentionConfig
-from adapter.store.models import Attempt, InboxEvent, StateChange, Submission
+from adapter.store.models import Attempt, EventVersion, InboxEvent, StateChange, Submission
 from adapter.store.states import FINISHED as FINISHED_STATES
 from adapter.store.states import EventStatus, State
 from adapter.store.types import utcnow
+from adapter.store.versions import VersionState
 
 FINISHED = tuple(s.value for s in FINISHED_STATES)
 NEVER_TOUCHED = tuple(s.value for s in State if s.value not in FINISHED)
 PRUNED = {"pruned": True}
+CONFLICT = VersionState.conflict.value
 
 
 @dataclass
@@ -51,18 +55,20 @@ class PruneReport:
     submission_payloads: int = 0
     attempt_bodies: int = 0
     event_bodies: int = 0
+    event_versions_deleted: int = 0
     attempts_deleted: int = 0
     state_changes_deleted: int = 0
 
     @property
     def total(self) -> int:
-        return (self.submission_payloads + self.attempt_bodies + self.event_bodies + self.attempts_deleted
-                + self.state_changes_deleted)
+        return (self.submission_payloads + self.attempt_bodies + self.event_bodies + self.event_versions_deleted
+                + self.attempts_deleted + self.state_changes_deleted)
 
     def summary(self) -> str:
         verb = "would prune" if self.dry_run else "pruned"
         return (f"{verb}: submission payloads={self.submission_payloads} attempt bodies={self.attempt_bodies} "
-                f"event bodies={self.event_bodies} (older than {self.payload_cutoff}); attempts deleted="
+                f"event bodies={self.event_bodies} earlier event versions={self.event_versions_deleted} "
+                f"(older than {self.payload_cutoff}); attempts deleted="
                 f"{self.attempts_deleted} state changes deleted={self.state_changes_deleted} "
                 f"(older than {self.audit_cutoff})")
 
@@ -98,6 +104,9 @@ def prune(sessions: sessionmaker[Session], retention: RetentionConfig, *, now: d
 
     payload_subs = select(Submission.id).where(_finished_before(payload_cut), Submission.pruned_at.is_(None))
     event_bodies = select(InboxEvent.event_id).where(_event_done_before(payload_cut), InboxEvent.pruned_at.is_(None))
+    versions = select(EventVersion.id).where(
+        EventVersion.state != CONFLICT,
+        EventVersion.event_id.in_(select(InboxEvent.event_id).where(InboxEvent.pruned_at.is_not(None))))
     old_subs = select(Submission.id).where(_finished_before(audit_cut))
     audit_attempts = select(Attempt.id).where(Attempt.submission_id.in_(old_subs))
     old_changes = or_(
@@ -113,6 +122,10 @@ def prune(sessions: sessionmaker[Session], retention: RetentionConfig, *, now: d
             report.submission_payloads = count(payload_subs)
             report.attempt_bodies = count(select(Attempt.id).where(Attempt.submission_id.in_(payload_subs)))
             report.event_bodies = count(event_bodies)
+            report.event_versions_deleted = count(select(EventVersion.id).where(
+                EventVersion.state != CONFLICT, EventVersion.event_id.in_(
+                    select(InboxEvent.event_id).where(or_(InboxEvent.pruned_at.is_not(None),
+                                                          InboxEvent.event_id.in_(event_bodies))))))
             report.attempts_deleted = count(audit_attempts)
             report.state_changes_deleted = count(audit_changes)
         return report
@@ -140,6 +153,9 @@ def prune(sessions: sessionmaker[Session], retention: RetentionConfig, *, now: d
     report.event_bodies += _in_batches(sessions, event_bodies.order_by(InboxEvent.event_id), batch, stopped, lambda ids: (
         update(InboxEvent).where(InboxEvent.event_id.in_(ids), _event_done_before(payload_cut),
                                  InboxEvent.pruned_at.is_(None)).values(body=marker, pruned_at=now)))
+    report.event_versions_deleted += _in_batches(sessions, versions.order_by(EventVersion.id), batch, stopped,
+                                                 lambda ids: delete(EventVersion).where(EventVersion.id.in_(ids),
+                                                                                        EventVersion.state != CONFLICT))
     report.attempts_deleted += _in_batches(sessions, audit_attempts.order_by(Attempt.id), batch, stopped, lambda ids: (
         delete(Attempt).where(Attempt.id.in_(ids), Attempt.submission_id.in_(old_subs))))
     report.state_changes_deleted += _in_batches(sessions, audit_changes.order_by(StateChange.id), batch, stopped,

@@ -69,6 +69,7 @@ class RunStats:
     stored: int = 0
     invalid: int = 0
     duplicates: int = 0
+    conflicts: int = 0
     dispatched: int = 0
     intake_errors: int = 0
     fallbacks: int = 0
@@ -547,5 +548,7 @@ class Runner:
                 self._replies_due = True
         elif result.outcome is Received.invalid:
             self.stats.invalid += 1
+        elif result.outcome is Received.conflict:
+            self.stats.conflicts += 1
         else:
             self.stats.duplicates += 1

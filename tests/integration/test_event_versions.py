@@ -238,3 +238,21 @@ def test_the_replay_conflict_command_is_audited(app: App, db_url: str, tmp_path:
                                        .order_by(OperatorAction.id)))
     assert [(a.arguments, a.result) for a in actions] == [({"conflict": "evt-cli-1"}, "ok"),
                                                           ({"conflict": "evt-cli-1"}, "failed")]
+
+
+def test_the_run_stop_line_counts_conflicts_apart_from_duplicates(tmp_path: Path) -> None:
+    from adapter.sim.server import SimServer
+    from adapter.sim.tamin_app import create_tamin_app
+    from tests.support.stack import Stack
+
+    with SimServer(create_tamin_app()) as sim:
+        stack = Stack("embedded", tmp_path, f"sqlite:///{tmp_path / 'adapter.db'}",
+                      f"sqlite-queue:///{tmp_path / 'queue.db'}", sim)
+        stack.write_config()
+        assert stack.adapter("db-upgrade").returncode == 0, stack.log_tail()
+        first = event("evt-stop-line")
+        stack.publish([dumps(first), dumps(first, indent=1), dumps(event("evt-stop-line", BAD_CODE))])
+        done = stack.adapter("run", "--until-idle")
+        assert done.returncode == 0, stack.log_tail()
+    [line] = [line for line in (tmp_path / "adapter.log").read_text().splitlines() if line.startswith("stopped:")]
+    assert "received=3 stored=1" in line and "duplicates=1 conflicts=1" in line, line

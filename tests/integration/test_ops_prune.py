@@ -18,7 +18,7 @@ from adapter.config import RetentionConfig
 from adapter.ops.cli import app as cli
 from adapter.ops.prune import FINISHED, NEVER_TOUCHED, prune
 from adapter.store.db import make_engine, make_sessionmaker, upgrade
-from adapter.store.models import Attempt, InboxEvent, StateChange, Submission
+from adapter.store.models import Attempt, EventVersion, InboxEvent, StateChange, Submission
 from adapter.store.types import utcnow
 from tests.support.pipeline import EMBEDDED
 
@@ -202,3 +202,31 @@ def test_adapter_run_prunes_on_schedule(tmp_path: Path) -> None:
             runner.stop()
             thread.join(timeout=30)
             app.close()
+
+
+def test_earlier_versions_of_a_pruned_event_go_with_its_body_but_an_open_conflict_stays(db_url: str) -> None:
+    """A superseded or replayed version is a whole event body (patient data): kept no longer than
+    the event's own body. An unresolved conflict waits for its operator, however old."""
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        with sessions() as session:
+            add_event(session, "old-corrected", ["accepted"], OLD)
+            add_event(session, "old-in-conflict", ["accepted"], OLD)
+            add_event(session, "recent-corrected", ["accepted"], RECENT)
+            for event_id, state in (("old-corrected", "superseded"), ("old-corrected", "replayed"),
+                                    ("old-in-conflict", "conflict"), ("recent-corrected", "superseded")):
+                session.add(EventVersion(event_id=event_id, content_digest=f"{event_id}-{state}", body=BODY,
+                                         state=state, received_at=OLD))
+            session.commit()
+        counted = prune(sessions, RETENTION, now=NOW, dry_run=True)
+        report = prune(sessions, RETENTION, now=NOW)
+        again = prune(sessions, RETENTION, now=NOW)
+        with sessions() as session:
+            left = sorted((v.event_id, v.state) for v in session.scalars(select(EventVersion)))
+    finally:
+        engine.dispose()
+    assert counted.event_versions_deleted == 2 and report.event_versions_deleted == 2
+    assert again.event_versions_deleted == 0
+    assert left == [("old-in-conflict", "conflict"), ("recent-corrected", "superseded")]
