@@ -251,7 +251,7 @@ def test_the_run_stop_line_counts_conflicts_apart_from_duplicates(tmp_path: Path
         stack.write_config()
         assert stack.adapter("db-upgrade").returncode == 0, stack.log_tail()
         first = event("evt-stop-line")
-        stack.publish([dumps(first), dumps(first, indent=1), dumps(event("evt-stop-line", BAD_CODE))])
+        stack.publish([dumps(first), dumps(first, separators=(",", ":")), dumps(event("evt-stop-line", BAD_CODE))])
         done = stack.adapter("run", "--until-idle")
         assert done.returncode == 0, stack.log_tail()
     [line] = [line for line in (tmp_path / "adapter.log").read_text().splitlines() if line.startswith("stopped:")]
