@@ -17,6 +17,7 @@ All series live in ``REGISTRY`` (not the global default registry), exposed by ``
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -30,6 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+log = logging.getLogger(__name__)
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -84,16 +86,23 @@ class StoreCollector(Collector):
         self._extra = extra
         self._lock = threading.Lock()
         self._cached: tuple[float, list[Any]] | None = None
+        self._readable = True
 
     def describe(self) -> list[Any]:
         return []  # values come from the store at collect time only
 
     def collect(self) -> Iterable[Any]:
+        """The store's gauges; while the store cannot be read, the last ones read (or none) and
+        ``adapter_store_readable`` 0 -- a scrape must keep working when the store is what failed."""
         with self._lock:
             now = time.monotonic()
             if self._cached is None or now - self._cached[0] > self._cache_s:
-                self._cached = (now, self._read())
+                self._cached = (now, self._read_or_last())
             families = list(self._cached[1])
+            readable = GaugeMetricFamily("adapter_store_readable",
+                                         "1 when the last read of the store's gauges succeeded, 0 when it failed")
+            readable.add_metric([], 1.0 if self._readable else 0.0)
+            families.append(readable)
         tokens = CounterMetricFamily("adapter_token_refreshes", "Access tokens fetched from a destination's token endpoint",
                                      labels=["destination"])
         for name, cache in sorted(self._token_caches.items()):
@@ -101,6 +110,17 @@ class StoreCollector(Collector):
         families.append(tokens)
         if self._extra is not None:
             families.extend(self._extra())
+        return families
+
+    def _read_or_last(self) -> list[Any]:
+        try:
+            families = self._read()
+        except Exception as exc:  # the store is away: the rest of /metrics still answers
+            if self._readable:
+                log.warning("metrics: cannot read the store (%s); serving the last gauges read", type(exc).__name__)
+            self._readable = False
+            return list(self._cached[1]) if self._cached is not None else []
+        self._readable = True
         return families
 
     def _read(self) -> list[Any]:
