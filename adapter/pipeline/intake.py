@@ -33,8 +33,8 @@ from adapter.events.content import content_digest, stored_body_digest
 from adapter.events.parse import EventRejected, Problem, body_fingerprint, event_id_or_none, read_event
 from adapter.mapping import MappingError, MappingSet
 from adapter.redact import pseudonym
-from adapter.replies.make import (ReplyRules, Settled, his_ref, invalid_event_reply, invalid_submission_reply,
-                                  paper_reply)
+from adapter.replies.make import (ReplyRules, Settled, conflict_reply, his_ref, invalid_event_reply,
+                                  invalid_submission_reply, paper_reply)
 from adapter.replies.rows import add_replies
 from adapter.outage import records as outage_records
 from adapter.events import keys
@@ -152,7 +152,7 @@ class Intake:
             built.append((plan, row, submissions))
         _write_rows(session, [(row, submissions, plan.reason) for plan, row, submissions in filter(None, built)],
                     self._replies)
-        kept = known.write_repeats(session)
+        kept = known.write_repeats(session, self._replies)
         results = []
         in_outage: set[str] | None = None  # read once, inside the write transaction
         for plan, entry, repeat in zip(plans, built, repeats):
@@ -285,7 +285,7 @@ class Intake:
             with self._sessions() as session:
                 known = _Known(session, self._patient_key, [plan.event_id])
                 if known.has(plan.event_id):
-                    return self._settle_repeat(session, known, plan)
+                    return self._settle_repeat(session, known, plan, self._replies)
                 _write_rows(session, [(row, submissions, plan.reason)], self._replies)
                 if extra is not None:
                     extra(session, submissions)
@@ -295,7 +295,7 @@ class Intake:
                     session.rollback()
                     known = _Known(session, self._patient_key, [plan.event_id])
                     if known.has(plan.event_id) or extra is None or attempt == _NUMBER_RETRIES - 1:
-                        return self._settle_repeat(session, known, plan)
+                        return self._settle_repeat(session, known, plan, self._replies)
                     continue
             return None
         return None
@@ -335,10 +335,10 @@ class Intake:
         return issued
 
     @staticmethod
-    def _settle_repeat(session: Session, known: "_Known", plan: _Plan) -> IntakeResult:
+    def _settle_repeat(session: Session, known: "_Known", plan: _Plan, replies: ReplyRules | None) -> IntakeResult:
         """A message whose event id is in the store: a duplicate receipt or a conflict, committed."""
         repeat = known.classify(plan) if known.has(plan.event_id) else Received.duplicate
-        kept = known.write_repeats(session)
+        kept = known.write_repeats(session, replies)
         session.commit()
         return _repeat_result(plan, repeat or Received.duplicate, kept)
 
@@ -434,15 +434,19 @@ class _Known:
         self.conflicts.append(plan)
         return Received.conflict
 
-    def write_repeats(self, session: Session) -> dict[int, int]:
-        """Count the duplicates and keep the conflicts (after the batch's inbox rows exist);
-        ``id(plan)`` -> the version id of each conflict kept."""
+    def write_repeats(self, session: Session, replies: ReplyRules | None = None) -> dict[int, int]:
+        """Count the duplicates and keep the conflicts (after the batch's inbox rows exist), each
+        with its ``event.conflict`` reply; ``id(plan)`` -> the version id of each conflict kept."""
         versions.count_repeats(session, dict(self.repeats))
         kept = {}
+        now = utcnow()
         for plan in self.conflicts:
             kept[id(plan)] = versions.add_conflict(session, plan.event_id, plan.digest, plan.body)
             log.warning("event %s: a different body under a known event id, kept as version %d (conflict): "
                         "see adapter show, then adapter replay --conflict", plan.event_id, kept[id(plan)])
+        if replies is not None and self.conflicts:
+            add_replies(session, replies, [(conflict_reply(plan.event_id, _held_event(plan), kept[id(plan)], now), None)
+                                           for plan in self.conflicts], now)
         self.repeats.clear()
         self.conflicts.clear()
         return kept
@@ -459,6 +463,17 @@ class _Known:
         if event_id not in self._others:
             self._others[event_id] = versions.other_digests(self._session, event_id)
         return self._others[event_id]
+
+
+def _held_event(plan: _Plan) -> dict[str, Any]:
+    """The held body as far as it reads (its HIS ids for the reply), even when it fails the contract."""
+    if plan.event:
+        return plan.event
+    try:
+        parsed = json.loads(plan.body)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 _FINGERPRINT = "unreadable-"  # body_fingerprint's ids: the id is a hash of the bytes, so a repeat is identical

@@ -26,11 +26,12 @@ DONE_TYPES = ("prescription.registered", "prescription.updated", "prescription.c
               "paraclinic.registered", "paraclinic.confirmed", "sepas.saved", "event.registered")
 PAPER_TYPES = ("paper_fallback.issued", "paper_fallback.linked", "paper_fallback.paper_claim")
 ELIGIBILITY_TYPE = "eligibility.result"
+CONFLICT_TYPE = "event.conflict"
 REJECTED_TYPES = tuple(f"{family}.rejected" for family in FAMILIES)
 INVALID_TYPES = tuple(f"{family}.invalid" for family in FAMILIES)
 DEAD_TYPES = tuple(f"{family}.dead" for family in FAMILIES)
 REPLY_TYPES: tuple[str, ...] = (ELIGIBILITY_TYPE, *DONE_TYPES, *REJECTED_TYPES, *INVALID_TYPES, *DEAD_TYPES,
-                                *PAPER_TYPES)
+                                CONFLICT_TYPE, *PAPER_TYPES)
 """Every reply type, in the order docs/replies.md lists them."""
 
 LEGACY_PAPER_TYPE = "adapter.paper_fallback"
@@ -122,6 +123,16 @@ class Dead(_Reply):
     detail: str
 
 
+class ConflictHeld(_Reply):
+    """A different body came under an event id already stored: it is held, not applied, until an
+    operator decides (``adapter replay --conflict``). The ids are the held body's. A correction
+    the HIS means to send is a new event (its own ``event_id``, e.g. ``prescription.updated``)."""
+
+    type: Literal["event.conflict"]
+    version_id: int = Field(description="the held body's version number (adapter show, adapter replay --conflict)")
+    detail: str
+
+
 class PaperIssued(_Reply):
     """Print the paper prescription: the insurer is not answering (outage, or no answer in time).
 
@@ -150,7 +161,8 @@ class PaperClaim(_Reply):
     reason: str | None = None
 
 
-Reply = Annotated[Union[EligibilityResult, Done, Rejected, Invalid, Dead, PaperIssued, PaperLinked, PaperClaim],
+Reply = Annotated[Union[EligibilityResult, Done, Rejected, Invalid, Dead, ConflictHeld, PaperIssued, PaperLinked,
+                        PaperClaim],
                   Field(discriminator="type")]
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adapter.replies.contract import LEGACY_PAPER_TYPE, REPLY_TYPES, validate_reply
+from adapter.replies.contract import CONFLICT_TYPE, LEGACY_PAPER_TYPE, REPLY_TYPES, validate_reply
 from adapter.replies.glosses import gloss
 from adapter.store.models import FallbackRecord
 from adapter.store.states import State
@@ -218,3 +218,13 @@ def reply_row(body: dict[str, Any], submission_id: int | None, at: dt.datetime) 
     return dict(reply_id=checked["reply_id"], type=checked["type"], event_id=checked["event_id"],
                 submission_id=submission_id, facility_siam_id=checked.get("facility_siam_id"), body=checked,
                 state="pending", attempts=0, created_at=at)
+
+
+def conflict_reply(event_id: str, held: Mapping[str, Any], version_id: int, at: dt.datetime) -> dict[str, Any]:
+    """The HIS sent a different body under a known event id (``held``: that body, parsed; may be
+    empty when it does not parse): it is kept for an operator, not applied."""
+    body = _envelope(CONFLICT_TYPE, event_id, his_ref(held), None, at)
+    body.update(version_id=version_id, detail=(
+        "a different body under an event id already stored: held for an operator, not sent to any insurer; "
+        "send a correction as a new event with its own event_id"))
+    return body

@@ -256,3 +256,20 @@ def test_the_run_stop_line_counts_conflicts_apart_from_duplicates(tmp_path: Path
         assert done.returncode == 0, stack.log_tail()
     [line] = [line for line in (tmp_path / "adapter.log").read_text().splitlines() if line.startswith("stopped:")]
     assert "received=3 stored=1" in line and "duplicates=1 conflicts=1" in line, line
+
+
+def test_a_conflict_tells_the_his_its_correction_is_held(app: App) -> None:
+    from adapter.store.models import ReplyRow
+
+    app.intake.receive(dumps(event("evt-held")))
+    app.intake.receive(dumps(event("evt-held")))  # identical: a duplicate, no reply
+    corrected = event("evt-held", BAD_CODE)
+    assert app.intake.receive(dumps(corrected)).outcome is Received.conflict
+    with app.sessions() as session:
+        replies = [r for r in session.scalars(select(ReplyRow).where(ReplyRow.event_id == "evt-held"))
+                   if r.type == "event.conflict"]
+        [version] = versions(app, "evt-held")
+    [reply] = replies
+    assert reply.body["version_id"] == version.id
+    assert reply.body["prescription_id"] == corrected["payload"]["prescription_id"]
+    assert BAD_CODE not in json.dumps(reply.body) and GOOD_CODE not in json.dumps(reply.body)
