@@ -94,10 +94,12 @@ def run(
     from adapter.app import build
     from adapter.ops.logs import configure
     from adapter.pipeline.runner import Runner
+    from adapter.store.health import wait_until_reachable
 
     cfg = config_or_exit(config)
     configure(cfg.logging.level, cfg.logging.format)
     try:
+        wait_until_reachable(cfg.database.url)  # a PostgreSQL server not up yet: wait, do not exit
         built = build(cfg)
     except ConfigError as exc:
         fail_config(exc)

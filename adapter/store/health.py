@@ -150,3 +150,50 @@ class StoreHealth:
             return {"store_available": False, "store_unavailable_since": first.since.isoformat(timespec="seconds"),
                     "store_unavailable_s": round(self._monotonic() - first.since_mono, 3),
                     "store_reason": latest.reason, "store_failing_loops": sorted(self._failing)}
+
+
+_UNREACHABLE = ("connection refused", "could not connect", "timeout expired", "timed out", "is starting up",
+                "is shutting down", "server closed the connection", "no route to host", "connection reset",
+                "temporary failure in name resolution", "network is unreachable")
+"""What a PostgreSQL server says (or the OS says for it) while it is down, restarting or not yet
+reachable: worth waiting for. Anything else (a wrong password, a database that does not exist,
+pg_hba refusing the host) is the config's, and waiting would only hide it."""
+
+
+def wait_until_reachable(url: str, *, sleep: Callable[[float], None] = time.sleep,
+                         connect: Callable[[str], None] | None = None) -> int:
+    """Start-up: while the PostgreSQL server of ``url`` cannot be reached, log once and try again
+    (0.5 s doubling to 10 s) instead of ending ``adapter run``; the number of failed tries. A fault
+    waiting cannot cure is left to opening the store, which names it. SQLite is a local file:
+    nothing to wait for."""
+    if url.startswith("sqlite"):
+        return 0
+    try_connect = connect or _connect_once
+    tries, delay = 0, FIRST_DELAY_S
+    while True:
+        try:
+            try_connect(url)
+        except Exception as exc:
+            if not is_store_outage(exc) or not any(s in str(exc).lower() for s in _UNREACHABLE):
+                return tries  # the config's fault: opening the store reports it, as it always has
+            tries += 1
+            if tries == 1:
+                log.warning("the store cannot be reached (%s); waiting for it, trying again every %.0f s at most",
+                            store_reason(exc), MAX_DELAY_S)
+            sleep(delay)
+            delay = min(MAX_DELAY_S, delay * 2)
+            continue
+        if tries:
+            log.info("the store is reachable after %d tries", tries)
+        return tries
+
+
+def _connect_once(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, pool_pre_ping=False, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()

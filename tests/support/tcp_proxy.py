@@ -32,7 +32,7 @@ class TcpProxy:
     _stopping: bool = False
 
     def start(self) -> TcpProxy:
-        listener = socket.create_server(("127.0.0.1", 0))
+        listener = socket.create_server(("127.0.0.1", self.port))  # 0: any free port
         self.port = listener.getsockname()[1]
         self._listener = listener
         threading.Thread(target=self._accept, name="tcp-proxy-accept", daemon=True).start()
