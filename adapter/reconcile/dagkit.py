@@ -36,7 +36,7 @@ from airflow.sdk import (AsyncCallback, BaseHook, CronDataIntervalTimetable, Dea
                          ExceptionRetryPolicy, RetryAction, RetryRule, Variable)
 
 from adapter.reconcile.common import Interval
-from adapter.reconcile.insurer import TaminEndpoint
+from adapter.reconcile.insurer import TaminEndpoint, connection_tls
 
 if TYPE_CHECKING:
     from adapter.reconcile.sepas import DitasEndpoint
@@ -129,7 +129,7 @@ def tamin_endpoint() -> TaminEndpoint:
     base = extra.get("base_url") or f"{scheme}://{conn.host}{f':{conn.port}' if conn.port else ''}"
     paths = {k: extra[k] for k in ("token_path", "lookup_path", "claim_status_path") if extra.get(k)}
     return TaminEndpoint(base_url=base, client_id=conn.login or "", client_secret=conn.password or "",
-                         timeout_s=float(extra.get("timeout_s", 30)), **paths)
+                         timeout_s=float(extra.get("timeout_s", 30)), tls=connection_tls(extra), **paths)
 
 
 def ditas_endpoint() -> "DitasEndpoint | None":
@@ -153,7 +153,7 @@ def ditas_endpoint() -> "DitasEndpoint | None":
     return DitasEndpoint(base_url=base, client_id=conn.login or "", client_secret=conn.password or "",
                          username=str(extra["username"]), password=str(extra["password"]),
                          system_id=str(extra["system_id"]), pid=str(extra["pid"]),
-                         timeout_s=float(extra.get("timeout_s", 30)), **paths)
+                         timeout_s=float(extra.get("timeout_s", 30)), tls=connection_tls(extra), **paths)
 
 
 def variable_int(key: str, default: int) -> int:

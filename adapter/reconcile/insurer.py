@@ -13,10 +13,13 @@ Reads are safe to repeat, so an unanswered request is transient here (never ambi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from adapter.config import TlsConfig
+from adapter.tls import client_context
 
 from adapter.destinations.auth import ClientCredentialsProvider, TokenCache
 from adapter.destinations.http import Endpoint, Exchange, Exchanged, Request
@@ -50,6 +53,23 @@ class TaminEndpoint:
     lookup_path: str = "/api/v2/ep/lookup"
     claim_status_path: str = "/api/v2/ep/claim-status"
     timeout_s: float = 30.0
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    """CA bundle / client certificate, from the Connection's extras (as ``destinations.tamin.tls``)."""
+
+
+def connection_tls(extra: dict[str, Any]) -> TlsConfig:
+    """A Connection's TLS extras (``ca_file``, ``client_cert_file``, ``client_key_file``): the same
+    files the adapter's ``destinations.<name>.tls`` names, so Airflow reaches the insurer as it does."""
+    return TlsConfig(**{key: str(extra[key]) for key in ("ca_file", "client_cert_file", "client_key_file")
+                        if extra.get(key)})
+
+
+def endpoint_http(timeout_s: float, tls: TlsConfig, connection: str) -> httpx.Client:
+    """The HTTP client of a reconciliation endpoint: its timeouts, and the TLS settings its Airflow
+    Connection names (a CA bundle that verifies the insurer, a client certificate it asks for)."""
+    context = client_context(tls, f"connection {connection} extras", f"Airflow connection {connection}")
+    return httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10)),
+                        verify=context if context is not None else True)
 
 
 class TaminStatusClient:
@@ -57,7 +77,7 @@ class TaminStatusClient:
 
     def __init__(self, endpoint: TaminEndpoint, http: httpx.Client | None = None):
         self._endpoint = endpoint
-        self._http = http or httpx.Client(timeout=httpx.Timeout(endpoint.timeout_s, connect=min(endpoint.timeout_s, 10)))
+        self._http = http or endpoint_http(endpoint.timeout_s, endpoint.tls, "tamin")
         self._owns_http = http is None
         provider = ClientCredentialsProvider(self._http, endpoint.base_url.rstrip("/") + endpoint.token_path,
                                              endpoint.client_id, endpoint.client_secret)

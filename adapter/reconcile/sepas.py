@@ -21,19 +21,20 @@ are :class:`InsurerTransient` / :class:`InsurerPermanent` for the DAG's retry po
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from adapter.config import TlsConfig
 from adapter.destinations.auth import PasswordGrantProvider, TokenCache
 from adapter.destinations.http import Endpoint, Exchange, Request
 from adapter.destinations.sepas.client import DESTINATION, lookup_body
 from adapter.destinations.sepas.messages import MessageProblem, spec_for
 from adapter.reconcile.common import Interval, accepted_in, chunks, move, upsert
-from adapter.reconcile.insurer import InsurerPermanent, answer_or_raise
+from adapter.reconcile.insurer import InsurerPermanent, answer_or_raise, endpoint_http
 from adapter.reconcile.models import ReconciliationResult
 from adapter.store.models import Submission
 from adapter.store.states import RECONCILABLE
@@ -57,6 +58,7 @@ class DitasEndpoint:
     token_path: str = "/oauth/token"
     lookup_path: str = "/api/client/apim/v1/sepas/gwSepasHospital/lookup"
     timeout_s: float = 30.0
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
 
 class DitasLookupClient:
@@ -64,7 +66,7 @@ class DitasLookupClient:
 
     def __init__(self, endpoint: DitasEndpoint, http: httpx.Client | None = None):
         self._endpoint = endpoint
-        self._http = http or httpx.Client(timeout=httpx.Timeout(endpoint.timeout_s, connect=min(endpoint.timeout_s, 10)))
+        self._http = http or endpoint_http(endpoint.timeout_s, endpoint.tls, "ditas")
         self._owns_http = http is None
         provider = PasswordGrantProvider(self._http, endpoint.base_url.rstrip("/") + endpoint.token_path,
                                          endpoint.client_id, endpoint.client_secret, endpoint.username,

@@ -152,3 +152,22 @@ def test_a_tls_fault_parks_the_submission_without_spending_its_budget_or_opening
         assert {row.state for row in rows} == {"accepted"}
     finally:
         fixed.close()
+
+
+def test_the_reconciliation_client_reaches_the_insurer_with_the_connections_tls_extras(mtls_sim: TlsFront,
+                                                                                     certs: Certs) -> None:
+    """Airflow's reconciliation calls the same insurer: the ``tamin`` Connection's extras name the
+    CA bundle and the client certificate, as ``destinations.tamin.tls`` does for the adapter."""
+    from adapter.reconcile.insurer import InsurerError, TaminEndpoint, TaminStatusClient, connection_tls
+
+    extras = {"ca_file": str(certs.ca), "client_cert_file": str(certs.client_cert),
+              "client_key_file": str(certs.client_key)}
+    defaults = TaminSimSettings()
+    endpoint = TaminEndpoint(base_url=mtls_sim.base_url, client_id=defaults.client_id,
+                             client_secret=defaults.client_secret, tls=connection_tls(extras))
+    with TaminStatusClient(endpoint) as reconciler:
+        assert reconciler.lookup_tracking("0012345679", "999999") == []
+    without = TaminEndpoint(base_url=mtls_sim.base_url, client_id=defaults.client_id,
+                            client_secret=defaults.client_secret, tls=connection_tls({"ca_file": str(certs.ca)}))
+    with TaminStatusClient(without) as reconciler, pytest.raises((InsurerError, httpx.HTTPError)):
+        reconciler.lookup_tracking("0012345679", "999999")  # no client certificate: refused
