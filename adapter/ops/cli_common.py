@@ -54,12 +54,17 @@ def usage_error(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def open_config_store(path: Path) -> tuple[AdapterConfig, Any, Any]:
-    """The config (or exit 2 with its problems), and the store it names: (config, engine, sessions)."""
+def open_config_store(path: Path, writable: bool = False) -> tuple[AdapterConfig, Any, Any]:
+    """The config (or exit 2 with its problems), and the store it names: (config, engine, sessions).
+    ``writable``: a command that changes state checks first that the store takes writes (a
+    read-only store is the one-line config error, not a traceback half-way)."""
     from adapter.app import open_store
 
     config = config_or_exit(path)
-    engine, sessions = open_store(config)
+    try:
+        engine, sessions = open_store(config, writable=writable)
+    except ConfigError as exc:
+        fail_config(exc)
     return config, engine, sessions
 
 

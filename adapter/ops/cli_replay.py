@@ -162,7 +162,7 @@ def replay_command(
         raise usage_error('--reason "..." is required (it goes into the audit trail), unless --dry-run')
     filters = _filters(state, destination, event_type, operation, since, until, error) if use_filter else None
 
-    cfg, engine, sessions = open_config_store(config)
+    cfg, engine, sessions = open_config_store(config, writable=not dry_run)
     try:
         mappings = None
         if remap:

@@ -108,7 +108,7 @@ def resend_command(
     why = require_reason(reason, "replies resend")
     if not reply_ids and not (state or reply_type or event):
         raise usage_error("give reply ids, or a filter (--state dead, --type ..., --event ...)")
-    _, engine, sessions = open_config_store(config)
+    _, engine, sessions = open_config_store(config, writable=True)
     try:
         arguments = {"reply_ids": reply_ids or [], "state": state, "type": reply_type, "event": event}
         with operator_action(sessions, "replies resend", arguments, why, actor) as action:

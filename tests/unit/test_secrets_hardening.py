@@ -267,6 +267,20 @@ def test_a_read_only_store_file_stops_adapter_run_with_one_line(tmp_path: Path, 
     assert str(store) in line and "read-only" in line
 
 
+def test_replay_and_resend_on_a_read_only_store_stop_with_one_line(tmp_path: Path, modes_bind: None) -> None:
+    """State-changing operator commands check the store takes writes before they start."""
+    config = write(tmp_path, embedded(tmp_path))
+    engine, _ = open_store(load_config(config, environ={}))
+    engine.dispose()
+    store = tmp_path / "store" / "a.db"
+    store.chmod(0o444)
+    try:
+        one_store_line(adapter_cli("replay", "1", "--reason", "retry", "--config", str(config)), config)
+        one_store_line(adapter_cli("replies", "resend", "abc", "--reason", "retry", "--config", str(config)), config)
+    finally:
+        store.chmod(0o600)
+
+
 def test_a_read_only_store_folder_stops_db_upgrade_and_prune_with_one_line(tmp_path: Path, modes_bind: None) -> None:
     config = write(tmp_path, embedded(tmp_path))
     folder = tmp_path / "store"
