@@ -97,6 +97,16 @@ def wait(what: str, check: Any, stack: Stack, timeout: float = 90) -> None:
         time.sleep(0.1)
 
 
+def run_until_replied(stack: Stack, events: int, timeout: float = 120) -> None:
+    """Start the adapter, wait until the events are final and every reply is published, stop it."""
+    process = stack.start_adapter()
+    try:
+        wait_all_final(stack, events, timeout=timeout)
+        wait("every reply published", lambda: count(stack, ReplyRow.state != "published") == 0, stack)
+    finally:
+        stop(process)
+
+
 def stop(process: Any) -> None:
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
@@ -162,12 +172,7 @@ def test_a_kill_between_the_commit_and_the_publish_loses_no_reply(stack: Stack, 
     pending_at_kill = count(stack, ReplyRow.state == "pending")
     assert pending_at_kill >= 5
     stack.sim_faults(latency_ms=0)
-    process = stack.start_adapter()
-    try:
-        wait_all_final(stack, len(lines), timeout=120)
-        wait("every reply published", lambda: count(stack, ReplyRow.state != "published") == 0, stack)
-    finally:
-        stop(process)
+    run_until_replied(stack, len(lines))
     got = take_replies(broker_of(stack, amqp_url))
     rows = reply_rows(stack)
     received = {b["reply_id"] for _, b in got}
@@ -311,15 +316,21 @@ class _His:
         return Starlette(routes=[Route("/replies", take, methods=["POST"])])
 
 
-def test_replies_reach_an_https_webhook_signed_and_checked_against_the_hospitals_ca(embedded: Stack) -> None:
+def _webhook_parts(workdir: Path) -> tuple[Any, Path, _His]:
+    """The test CA and certificates, the shared secret's file (mode 600) and the HIS that checks it."""
     from tests.support.certs import make_certs
+
+    secret = "a-long-webhook-secret-for-the-his"
+    secret_file = workdir / "webhook.secret"
+    secret_file.write_text(secret + "\n")
+    secret_file.chmod(0o600)
+    return make_certs(workdir / "certs"), secret_file, _His(secret.encode())
+
+
+def test_replies_reach_an_https_webhook_signed_and_checked_against_the_hospitals_ca(embedded: Stack) -> None:
     from tests.support.tls_front import TlsFront
 
-    certs = make_certs(embedded.workdir / "certs")
-    secret_file = embedded.workdir / "webhook.secret"
-    secret_file.write_text("a-long-webhook-secret-for-the-his\n")
-    secret_file.chmod(0o600)
-    his = _His(b"a-long-webhook-secret-for-the-his")
+    certs, secret_file, his = _webhook_parts(embedded.workdir)
     lines = good_event_lines(6)
     with SimServer(his.app()) as plain, TlsFront(certs.server_context(), plain.base_url) as front:
         with embedded.edited_config() as config:
@@ -328,12 +339,7 @@ def test_replies_reach_an_https_webhook_signed_and_checked_against_the_hospitals
                 "tls": {"ca_file": str(certs.ca)}}}
         assert embedded.adapter("config", "check").returncode == 0, embedded.log_tail()
         embedded.publish(lines)
-        process = embedded.start_adapter()
-        try:
-            wait_all_final(embedded, len(lines), timeout=60)
-            wait("every reply published", lambda: count(embedded, ReplyRow.state != "published") == 0, embedded)
-        finally:
-            stop(process)
+        run_until_replied(embedded, len(lines), timeout=60)
     rows = reply_rows(embedded)
     assert rows and his.refused == 0
     assert sorted(r["reply_id"] for r in his.accepted) == sorted(r.reply_id for r in rows)
@@ -343,14 +349,9 @@ def test_replies_reach_an_https_webhook_signed_and_checked_against_the_hospitals
 def test_a_webhook_whose_certificate_the_config_does_not_trust_is_not_sent_to(embedded: Stack) -> None:
     """Without the hospital's CA in ``replies.webhook.tls.ca_file`` the HIS's certificate is refused:
     nothing is POSTed, the replies wait (pending, their attempts counted) for the config fix."""
-    from tests.support.certs import make_certs
     from tests.support.tls_front import TlsFront
 
-    certs = make_certs(embedded.workdir / "certs")
-    secret_file = embedded.workdir / "webhook.secret"
-    secret_file.write_text("a-long-webhook-secret-for-the-his\n")
-    secret_file.chmod(0o600)
-    his = _His(b"a-long-webhook-secret-for-the-his")
+    certs, secret_file, his = _webhook_parts(embedded.workdir)
     with SimServer(his.app()) as plain, TlsFront(certs.server_context(), plain.base_url) as front:
         with embedded.edited_config() as config:
             config["replies"] = {"sink": "webhook", "webhook": {
