@@ -376,6 +376,10 @@ class RepliesConfig(_Section):
     legacy_paper_type: bool = Field(
         False, description="send paper_fallback.issued with its pre-v1 type adapter.paper_fallback (an HIS not updated yet)")
     batch: int = Field(200, ge=1, le=5000, description="replies read from the outbox per round")
+    round_interval_ms: int = Field(
+        200, ge=0, le=5000,
+        description="a busy adapter starts a publishing round at most this often (a lone reply goes at once): "
+                    "each round reads, commits and marks once for all that is pending; 0: a round per settle")
     webhook: ReplyWebhookConfig = ReplyWebhookConfig()
 
 

@@ -45,12 +45,12 @@ class ReplyOutbox:
     """Owned by one thread; ``publish_pending`` is also called once more at shutdown."""
 
     def __init__(self, sessions: sessionmaker[Session], config: AdapterConfig, sink: Sink | None = None, *,
-                 sweep_s: float = 0.25, gap_s: float = 0.05, clock: Callable[[], dt.datetime] = utcnow):
+                 sweep_s: float = 0.25, gap_s: float | None = None, clock: Callable[[], dt.datetime] = utcnow):
         self._sessions = sessions
         self._config = config
         self._sink = sink or AmqpSink(config.broker, config.replies)
         self._sweep_s = sweep_s
-        self._gap_s = gap_s
+        self._gap_s = config.replies.round_interval_ms / 1000 if gap_s is None else gap_s
         self._clock = clock
         self._wake = threading.Event()
         self._failing_since: float | None = None
@@ -65,8 +65,10 @@ class ReplyOutbox:
         """Publish until ``stop``; every ``sweep_s`` or when woken; a failure waits a little longer.
 
         A busy adapter wakes this loop on every settled round; starting a round at most every
-        ``gap_s`` lets one round carry the replies of many (one read, one queue commit, one mark)
-        instead of paying those per reply. A lone reply is not delayed: its round starts at once."""
+        ``gap_s`` (``replies.round_interval_ms``) lets one round carry the replies of many (one
+        read, one queue commit, one mark) instead of paying those per reply -- each of them a
+        write the dispatcher's settles would otherwise queue behind on SQLite. A lone reply is not
+        delayed: its round starts at once."""
         while not stop.is_set():
             self._wake.clear()
             started = time.monotonic()
