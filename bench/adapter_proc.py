@@ -22,7 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def write_config(backend: Backend, sim_url: str, *, max_rps: float | None, workers: int | None = None,
-                 batch_size: int | None = None, poll_interval_s: float | None = None) -> Path:
+                 batch_size: int | None = None, poll_interval_s: float | None = None,
+                 answer_deadline: bool = True) -> Path:
+    """``answer_deadline=False``: ``fallback.answer_within_s: 0``. A backlog published all at once
+    is, by construction, a queue of prescriptions older than the answer deadline: with it on, most
+    of them get paper (right for a hospital, and measured by the latency runs), and the run
+    measures the paper path instead of the pipeline."""
     from adapter.config import AdapterConfig
 
     config = yaml.safe_load((REPO / "config" / "embedded.yaml").read_text())
@@ -36,6 +41,8 @@ def write_config(backend: Backend, sim_url: str, *, max_rps: float | None, worke
         if value is not None:
             dispatch[key] = value
     config["secrets"] = {"token_key_file": str(backend.workdir / "token.key")}
+    if not answer_deadline:
+        config.setdefault("fallback", {})["answer_within_s"] = 0
     if "status" in AdapterConfig.model_fields:  # the status service stays on, on any free port
         config["status"] = {"port": 0}
     path = backend.workdir / "adapter.yaml"
@@ -49,7 +56,8 @@ def effective_config(path: Path) -> dict[str, Any]:
     cfg = load_config(path, {})
     tamin = cfg.destinations.tamin
     return {"dispatch": cfg.dispatch.model_dump(), "broker_prefetch": cfg.broker.prefetch,
-            "max_rps": tamin.max_rps, "max_burst": tamin.max_burst, "logging": cfg.logging.model_dump()}
+            "max_rps": tamin.max_rps, "max_burst": tamin.max_burst, "logging": cfg.logging.model_dump(),
+            "answer_within_s": cfg.fallback.answer_within_s}
 
 
 def adapter_cli(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

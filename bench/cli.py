@@ -198,7 +198,7 @@ def run_throughput(kind: str, work: Path, sim: SimProcess, bodies: list[bytes], 
                    workers: int | None, profile: bool, processes: int = 1) -> dict[str, Any]:
     sim.reset()
     with backend(kind, work / "throughput") as b:
-        config = write_config(b, sim.base_url, max_rps=None, workers=workers)
+        config = write_config(b, sim.base_url, max_rps=None, workers=workers, answer_deadline=False)
         adapter_cli(config, "db-upgrade")
         pub = publish(b, bodies)
         store = Store(b.db_url)
@@ -384,7 +384,7 @@ def run_long(kind: str, work: Path, sim: SimProcess, count: int, workers: int | 
 
     sim.reset()
     with backend(kind, work / "long") as b:
-        config = write_config(b, sim.base_url, max_rps=None, workers=workers)
+        config = write_config(b, sim.base_url, max_rps=None, workers=workers, answer_deadline=False)
         adapter_cli(config, "db-upgrade")
         store = Store(b.db_url)
         latest = {"events": 0, "open": 0}
