@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from adapter.limits import CONFIG_MAX_BYTES, KEY_FILE_MAX_BYTES, InputLimitError, read_bounded_text, safe_load_yaml
+
 DEFAULT_CONFIG = Path("config/embedded.yaml")
 ENV_PREFIX = "ADAPTER__"
 
@@ -544,8 +546,18 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        node[path[-1]] = _env_value(name, raw)
     return tree
+
+
+def _env_value(name: str, raw: str) -> Any:
+    """An override's value read as a YAML scalar (or flow value), within the YAML limits."""
+    if raw == "":
+        return ""
+    try:
+        return safe_load_yaml(raw, f"environment {name}")
+    except InputLimitError as exc:
+        raise ConfigError([str(exc)]) from None
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -603,20 +615,28 @@ def _lines(error: ValidationError, source: str, env_keys: set[tuple[str, ...]]) 
     return lines
 
 
-def load_config(path: Path | str | None = None, environ: dict[str, str] | None = None) -> AdapterConfig:
-    """Read, overlay and validate the configuration, or raise ``ConfigError``."""
-    source = Path(path) if path else DEFAULT_CONFIG
-    environ = dict(os.environ) if environ is None else environ
+def _read_yaml(source: Path) -> Any:
+    """The config file's YAML, read within ``adapter.limits`` (size, aliases, nesting)."""
     try:
-        text = source.read_text(encoding="utf-8")
+        text = read_bounded_text(source, CONFIG_MAX_BYTES, "config file")
+        return safe_load_yaml(text, str(source)) or {}
+    except InputLimitError as exc:
+        raise ConfigError([f"{source}: {exc.where}: {exc.reason}"]) from None
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read: {exc.strerror} -- fix: pass --config with an existing file"]) from None
-    try:
-        data = yaml.safe_load(text) or {}
+    except UnicodeDecodeError:
+        raise ConfigError([f"{source}: not UTF-8 text -- fix: save the config file as UTF-8"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "?"
         raise ConfigError([f"{source}: {where}: not valid YAML ({getattr(exc, 'problem', exc)}) -- fix: correct the YAML syntax"]) from None
+
+
+def load_config(path: Path | str | None = None, environ: dict[str, str] | None = None) -> AdapterConfig:
+    """Read, overlay and validate the configuration, or raise ``ConfigError``."""
+    source = Path(path) if path else DEFAULT_CONFIG
+    environ = dict(os.environ) if environ is None else environ
+    data = _read_yaml(source)
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: top level must be a mapping of sections -- fix: see config/embedded.yaml"])
     overrides = _env_overrides(environ)
@@ -744,7 +764,9 @@ def _read_secret(env_name: str | None, file_name: str | None, literal: str | Non
         if mode & 0o077:
             raise ConfigError([f"{source}: {what}_file: {file_name} is readable by others (mode {mode:o}) -- fix: chmod 600 {file_name}"])
         try:
-            text = secret_path.read_text(encoding="utf-8").strip()
+            text = read_bounded_text(secret_path, KEY_FILE_MAX_BYTES, "secret file", file_name).strip()
+        except InputLimitError as exc:
+            raise ConfigError([f"{source}: {what}_file: {exc}"]) from None
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise ConfigError([f"{source}: {what}_file: {file_name} cannot be read ({reason}) -- fix: make it a "

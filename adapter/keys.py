@@ -22,6 +22,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 from adapter.config import ConfigError, SecretsConfig
+from adapter.limits import KEY_FILE_MAX_BYTES, InputLimitError, read_bounded_bytes
 
 log = logging.getLogger("adapter.keys")
 
@@ -182,7 +183,9 @@ def _from_file(path: Path, *, source: str, key_name: str) -> bytes:
     if mode & 0o077:
         raise ConfigError([f"{where} is readable by others (mode {mode:o}) -- fix: chmod 600 {path}"])
     try:
-        key = path.read_bytes().strip()
+        key = read_bounded_bytes(path, KEY_FILE_MAX_BYTES, "key file").strip()
+    except InputLimitError as exc:
+        raise ConfigError([f"{where}: {exc.reason}"]) from None
     except OSError as exc:
         raise ConfigError([f"{where} cannot be read ({exc.strerror}) -- fix: make it a mode-600 file holding the key"]
                           ) from None

@@ -11,10 +11,12 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from adapter.events.contract import EVENT_TYPES, SCHEMA_VERSION, Event
+from adapter.limits import MAX_NESTING_DEPTH, MESSAGE_MAX_BYTES, json_depth_problem
 from adapter.redact import keyed_digest, redact_text
 
 _EVENT = TypeAdapter(Event)
-MAX_BODY_BYTES = 1_000_000
+MAX_BODY_BYTES = MESSAGE_MAX_BYTES
+TOO_DEEP = f"JSON nested too deeply: more than {MAX_NESTING_DEPTH} levels of objects and arrays"
 
 
 @dataclass(frozen=True)
@@ -138,12 +140,27 @@ def _read_json(body: bytes | str) -> Any:
         raise EventRejected([Problem("$", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")],
                             None, None) from None
     except RecursionError:
-        raise EventRejected([Problem("$", "JSON nested too deeply")], None, None) from None
+        raise EventRejected([Problem("$", TOO_DEEP)], None, None) from None
     except ValueError:  # e.g. an integer literal longer than Python's int-conversion limit
         raise EventRejected([Problem("$", "malformed JSON: a number too long to read")], None, None) from None
+    _refuse_deep(document)
     if repeats:
         raise _repeated_keys_problem(document)
     return document
+
+
+def _refuse_deep(document: Any) -> None:
+    """Refuse a body nested beyond ``MAX_NESTING_DEPTH``, naming where (its first levels only):
+    no event of the contract comes near it, and every later walk of the document (validation,
+    digests, masking) is then bounded too."""
+    where = json_depth_problem(document)
+    if where is None:
+        return
+    parts = where.split(".") if where != "$" else []
+    shown = ".".join(_safe_text(part) for part in parts[:12]) + (".…" if len(parts) > 12 else "")
+    top = document if isinstance(document, dict) else {}
+    raise EventRejected([Problem(shown or "$", TOO_DEEP)], event_id_or_none(top.get("event_id")),
+                        _event_type_or_none(top.get("event_type")))
 
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
@@ -214,4 +231,4 @@ def _validate(raw: Any, value_key: bytes | None) -> Event:
     except ValidationError as exc:
         raise EventRejected(_problems_from(exc, value_key), event_id, event_type) from None
     except RecursionError:
-        raise EventRejected([Problem("$", "JSON nested too deeply")], event_id, event_type) from None
+        raise EventRejected([Problem("$", TOO_DEEP)], event_id, event_type) from None

@@ -58,6 +58,7 @@ from adapter.events.contract import (
 from adapter.events.dates import to_jalali_slash
 from adapter.events.digits import to_ascii_digits
 from adapter.fallback.fonts import FontSet, find_fonts
+from adapter.limits import TABLE_MAX_BYTES, check_rows, read_bounded_text
 
 __all__ = ["TITLE", "FOOTER", "render_paper_prescription", "load_item_names", "to_persian_digits"]
 
@@ -116,8 +117,13 @@ def _jalali_time(moment: dt.datetime) -> str:
 
 def load_item_names(csv_path: str | Path) -> dict[str, str]:
     """HIS code -> description from a code table such as ``mappings/tamin/codes/services.csv``."""
-    with open(csv_path, encoding="utf-8", newline="") as handle:
-        return {row["his_code"]: row.get("description") or "" for row in csv.DictReader(handle) if row.get("his_code")}
+    text = read_bounded_text(Path(csv_path), TABLE_MAX_BYTES, "code table", encoding="utf-8-sig")
+    names: dict[str, str] = {}
+    for count, row in enumerate(csv.DictReader(io.StringIO(text)), 1):
+        check_rows(count, str(csv_path))
+        if row.get("his_code"):
+            names[row["his_code"]] = row.get("description") or ""
+    return names
 
 
 # --------------------------------------------------------------------------- text

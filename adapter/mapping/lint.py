@@ -38,7 +38,7 @@ def lint(root: Path, operations: OperationsOf | None = None) -> list[MappingProb
         if csv_path.resolve() in used:
             continue
         with csv_path.open(encoding="utf-8-sig", errors="replace") as handle:
-            first_column = handle.readline().split(",")[0].strip()
+            first_column = handle.readline(4096).split(",")[0].strip()  # a header, not a whole file
         _, table_problems = load_table(csv_path, first_column or "(first column)", str(csv_path))
         problems.extend(table_problems)
     unique: list[MappingProblem] = []

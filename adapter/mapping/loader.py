@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from adapter.limits import MAPPING_MAX_BYTES, BoundedSafeLoader, InputLimitError, read_bounded_text, safe_load_yaml
 from adapter.mapping.document import MappingDocument
 from adapter.mapping.errors import MappingError, MappingProblem
 from adapter.mapping.model import Mapping, MappingSet
@@ -22,8 +23,9 @@ OperationsOf = Mapping_[str, Sequence[str]]
 TableCache = dict[tuple[Path, str], tuple[CodeTable | None, list[MappingProblem]]]
 
 
-class _Loader(yaml.SafeLoader):
-    """safe_load that refuses a key repeated in one mapping (YAML would silently keep the last)."""
+class _Loader(BoundedSafeLoader):
+    """safe_load (within ``adapter.limits``) that refuses a key repeated in one mapping (YAML
+    would silently keep the last)."""
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -44,14 +46,18 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 def read_yaml(path: Path, display: str) -> tuple[Any, list[MappingProblem]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded_text(path, MAPPING_MAX_BYTES, "mapping file", display)
+    except InputLimitError as exc:
+        return None, [MappingProblem(display, exc.where, exc.reason)]
     except FileNotFoundError:
         return None, [MappingProblem(display, "(file)", "mapping file not found")]
     except (OSError, UnicodeDecodeError) as exc:
         reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"cannot read: {exc.strerror or exc}"
         return None, [MappingProblem(display, "(file)", reason)]
     try:
-        return yaml.load(text, Loader=_Loader), []  # noqa: S506 - _Loader is a SafeLoader
+        return safe_load_yaml(text, display, _Loader), []
+    except InputLimitError as exc:
+        return None, [MappingProblem(display, exc.where, exc.reason)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"

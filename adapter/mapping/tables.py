@@ -7,6 +7,7 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapter.limits import TABLE_MAX_BYTES, InputLimitError, check_rows, read_bounded_text
 from adapter.mapping.errors import MappingProblem
 
 
@@ -23,6 +24,23 @@ class CodeTable:
         return self.rows.get(code)
 
 
+def _rows(text: str, name: str) -> tuple[list[tuple[int, list[str]]] | None, list[MappingProblem]]:
+    """The non-blank rows with their line numbers (None when unusable: bad CSV, or more than
+    ``TABLE_MAX_ROWS`` rows) and the problem that made them so."""
+    reader = csv.reader(io.StringIO(text))
+    numbered: list[tuple[int, list[str]]] = []
+    try:
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                numbered.append((reader.line_num, cells))
+                check_rows(len(numbered) - 1, name)  # the header is not a row
+    except csv.Error as exc:
+        return None, [MappingProblem(name, f"line {reader.line_num}", f"not valid CSV: {exc}")]
+    except InputLimitError as exc:
+        return None, [MappingProblem(name, exc.where, exc.reason)]
+    return numbered, []
+
+
 def load_table(path: Path, key: str, display: str | None = None) -> tuple[CodeTable | None, list[MappingProblem]]:
     """Read ``path`` keyed by column ``key``; return the table (None if unusable) and every problem.
 
@@ -33,17 +51,17 @@ def load_table(path: Path, key: str, display: str | None = None) -> tuple[CodeTa
     name = display or str(path)
     problems: list[MappingProblem] = []
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_bounded_text(path, TABLE_MAX_BYTES, "code table", name, encoding="utf-8-sig")
+    except InputLimitError as exc:
+        return None, [MappingProblem(name, exc.where, exc.reason)]
     except FileNotFoundError:
         return None, [MappingProblem(name, "(file)", "code table file not found")]
     except (OSError, UnicodeDecodeError) as exc:
         reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"cannot read: {exc.strerror or exc}"
         return None, [MappingProblem(name, "(file)", reason)]
-    reader = csv.reader(io.StringIO(text))
-    try:
-        numbered = [(reader.line_num, cells) for cells in reader if any(c.strip() for c in cells)]
-    except csv.Error as exc:
-        return None, [MappingProblem(name, f"line {reader.line_num}", f"not valid CSV: {exc}")]
+    numbered, unusable = _rows(text, name)
+    if numbered is None:
+        return None, unusable
     if not numbered:
         return None, [MappingProblem(name, "line 1", "empty file: a header row is required")]
     header_line, header = numbered[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import secrets
 import shutil
 import socket
@@ -19,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from glob import glob
 from pathlib import Path
 
 from kombu import Connection
@@ -130,6 +132,54 @@ class SharedRabbit:
         if not port_open(self.port):
             with contextlib.suppress(Exception):
                 self.start_app()
+
+
+def _pg_bin(name: str) -> str | None:
+    found = sorted(glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL server for one test (initdb in a temp folder, trust auth, a free
+    port), run as the ``postgres`` OS user when the test runs as root."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="store-faults-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self._user = "postgres" if os.geteuid() == 0 else None
+
+    def _run(self, *command: str) -> None:
+        if self._user is not None:
+            command = ("runuser", "-u", self._user, "--", *command)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)}: {(done.stderr or done.stdout).strip()[-500:]}")
+
+    def start(self) -> PrivatePostgres:
+        initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+        if initdb is None or pg_ctl is None:
+            raise RuntimeError("initdb/pg_ctl not found under /usr/lib/postgresql/*/bin")
+        self._pg_ctl = pg_ctl
+        if self._user is not None:
+            entry = pwd.getpwnam(self._user)
+            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
+        self._run(initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self.restart_up()
+        return self
+
+    def restart_up(self) -> None:
+        self._run(self._pg_ctl, "-D", str(self.data), "-w", "-t", "60", "-l", str(self.dir / "server.log"),
+                  "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir}", "start")
+
+    def down(self) -> None:
+        self._run(self._pg_ctl, "-D", str(self.data), "-w", "-t", "60", "-m", "fast", "stop")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.down()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def queue_state(config: BrokerConfig) -> tuple[int, int]:

@@ -12,7 +12,16 @@ At least ``CHAOS_CYCLES`` (50) cycles, each one fault picked by a seeded RNG (``
 * ``storm``  -- for a few seconds, up to N calls answer 429 (sometimes 500/502/503 or a closed
   connection);
 * ``drop``   -- the next N create/edit/delete calls are applied, then the answer is lost
-  (the ambiguous path: look up before sending again).
+  (the ambiguous path: look up before sending again);
+* ``pgcut``  -- every connection of the adapter to PostgreSQL is closed by the relay in front of it;
+* ``pgrestart`` -- the test's own PostgreSQL server (``initdb`` + ``pg_ctl``) is stopped for a
+  moment and started again (without the binaries or the ``postgres`` OS user: a ``pgcut``);
+* ``netstall`` -- the relay between adapter and broker goes quiet for a few seconds, then drops;
+* ``trickle`` -- the relay in front of the insurer passes its answers a few bytes at a time, so
+  some outlast the adapter's send deadline (an answer lost in effect, after the insurer applied it).
+
+The adapter reaches PostgreSQL, RabbitMQ and the insurer through relays (``tests/support/tcp_proxy.py``);
+the checks look at the servers directly.
 
 Faults overlap (a downtime outlives its cycle, storm counters carry over). The seed fixes the
 schedule (kinds, counts, durations, the moment of each kill), not thread timing, so two runs
@@ -43,9 +52,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from sqlalchemy import select
@@ -57,8 +69,10 @@ from adapter.sim.settings import TaminSimSettings
 from adapter.sim.tamin_app import create_tamin_app
 from adapter.store.db import make_engine, make_sessionmaker, upgrade
 from adapter.store.models import Attempt, FallbackRecord, InboxEvent, Submission
-from tests.fault.chaos import PrivateRabbit, Publisher, SharedRabbit, port_open, queue_state
+from tests.fault.chaos import (PrivatePostgres, PrivateRabbit, Publisher, SharedRabbit, free_port, port_open,
+                               queue_state)
 from tests.support import services as svc
+from tests.support.tcp_proxy import TcpProxy, url_relay
 from tests.support.stack import Stack, good_event_lines, status_json
 
 pytestmark = pytest.mark.integration
@@ -69,8 +83,8 @@ SECONDS = float(os.environ.get("CHAOS_SECONDS", "150"))
 EVENTS = int(os.environ.get("CHAOS_EVENTS", "3000"))
 RABBIT = os.environ.get("CHAOS_RABBIT", "private")
 
-KINDS = ("kill", "rabbit", "down", "token", "storm", "drop")
-WEIGHTS = (4, 1.5, 1, 1, 1.5, 1.5)
+KINDS = ("kill", "rabbit", "down", "token", "storm", "drop", "pgcut", "pgrestart", "netstall", "trickle")
+WEIGHTS = (3, 1, 1, 1, 1, 1, 1.5, 1, 1, 1)
 CHUNK = 100
 DRAIN_TIMEOUT_S = 240
 
@@ -101,39 +115,95 @@ def rabbit(request: pytest.FixtureRequest) -> Iterator[PrivateRabbit | SharedRab
         node.close()  # private: shut down and removed; shared: started again if it is down
 
 
-@pytest.fixture
-def chaos_stack(tmp_path: Path, pg_admin_url: str, rabbit: PrivateRabbit | SharedRabbit) -> Iterator[Stack]:
-    today = TaminRegistry().today().strftime("%Y%m%d")  # fixed: a run across midnight keeps same-day deletes
-    with SimServer(create_tamin_app(TaminSimSettings(today_override=today))) as sim:
+@dataclass
+class Relays:
+    """The relays between the adapter and its servers (the checks reach the servers directly)."""
+
+    store: TcpProxy
+    broker: TcpProxy
+    insurer: TcpProxy
+
+
+@contextmanager
+def private_store(pg_admin_url: str) -> Iterator[tuple[PrivatePostgres | None, str]]:
+    """The chaos store: a PostgreSQL server of the test's own (it may restart it), else a fresh
+    database on the shared server (``pgrestart`` then falls back to ``pgcut``)."""
+    server = PrivatePostgres()
+    try:
+        server.start()
+    except Exception:
+        server.close()
         name = svc.unique_name()
-        stack = Stack("chaos", tmp_path, svc.create_database(pg_admin_url, name), rabbit.url, sim)
-        stack.write_config(workers=8, lease_s=3, poll_interval_s=0.05, batch_size=50)
-        with stack.edited_config() as config:
-            # heartbeat 5 s: a connection left hanging by a restart is given up within 10 s (the tests wait 45)
-            config["broker"].update(prefetch=50, reply_queue=f"his.replies.{uuid.uuid4().hex[:8]}", heartbeat_s=5)
-            tamin = config["destinations"]["tamin"]
-            tamin["retry"].update(max_attempts=100_000, base_delay_s=0.2, max_delay_s=2, ttl_s=24 * 3600)
-            tamin["circuit"] = {"window": 20, "min_calls": 10, "failure_rate": 0.5, "open_s": 2, "half_open_probes": 2}
-            tamin["max_rps"] = None
-        upgrade(stack.db_url)
         try:
-            yield stack
+            yield None, svc.create_database(pg_admin_url, name)
         finally:
             svc.drop_database(pg_admin_url, name)
+        return
+    try:
+        yield server, server.url
+    finally:
+        server.close()
+
+
+@contextmanager
+def chaos_setup(workdir: Path, pg_admin_url: str, rabbit: PrivateRabbit | SharedRabbit,
+                ) -> Iterator[tuple[Stack, Relays, PrivatePostgres | None]]:
+    """The stack the chaos schedule runs on (the test and ``bench.soak`` alike)."""
+    today = TaminRegistry().today().strftime("%Y%m%d")  # fixed: a run across midnight keeps same-day deletes
+    with ExitStack() as scope:
+        sim = scope.enter_context(SimServer(create_tamin_app(TaminSimSettings(today_override=today))))
+        pg, db_url = scope.enter_context(private_store(pg_admin_url))
+        store_relay, relayed_db = scope.enter_context(url_relay(db_url, 5432))
+        broker_relay, relayed_amqp = scope.enter_context(url_relay(rabbit.url, 5672))
+        insurer_relay, relayed_sim = scope.enter_context(url_relay(sim.base_url, 80))
+        stack = Stack("chaos", workdir, db_url, rabbit.url, sim)
+        stack.write_config(workers=8, lease_s=3, poll_interval_s=0.05, batch_size=50)
+        _chaos_config(stack, relayed_db, relayed_amqp, relayed_sim)
+        upgrade(db_url)
+        yield stack, Relays(store_relay, broker_relay, insurer_relay), pg
+
+
+def _chaos_config(stack: Stack, db_url: str, amqp_url: str, sim_url: str) -> None:
+    """The adapter's config: every server through its relay, fast retries, a status port."""
+    with stack.edited_config() as config:
+        config["database"]["url"] = db_url
+        # heartbeat 5 s: a connection left hanging by a restart is given up within 10 s (the tests wait 45)
+        config["broker"].update(url=amqp_url, prefetch=50, reply_queue=f"his.replies.{uuid.uuid4().hex[:8]}",
+                                heartbeat_s=5)
+        config["status"] = {**config.get("status", {}), "enabled": True, "port": free_port()}
+        tamin = config["destinations"]["tamin"]
+        tamin["base_url"] = sim_url
+        tamin["retry"].update(max_attempts=100_000, base_delay_s=0.2, max_delay_s=2, ttl_s=24 * 3600)
+        tamin["circuit"] = {"window": 20, "min_calls": 10, "failure_rate": 0.5, "open_s": 2, "half_open_probes": 2}
+        tamin["max_rps"] = None
+
+
+@pytest.fixture
+def chaos_env(tmp_path: Path, pg_admin_url: str,
+              rabbit: PrivateRabbit | SharedRabbit) -> Iterator[tuple[Stack, Relays, PrivatePostgres | None]]:
+    with chaos_setup(tmp_path, pg_admin_url, rabbit) as env:
+        yield env
+
+
+@pytest.fixture
+def chaos_stack(chaos_env: tuple[Stack, Relays, PrivatePostgres | None]) -> Stack:
+    return chaos_env[0]
 
 
 class Chaos:
     """The fault phase: the running adapter process, the faults, and what happened."""
 
     def __init__(self, stack: Stack, rabbit: PrivateRabbit | SharedRabbit, broker: BrokerConfig,
-                 rng: random.Random, pace_s: float):
+                 rng: random.Random, pace_s: float, relays: Relays | None = None, pg: PrivatePostgres | None = None):
         self.stack, self.rabbit, self.broker, self.rng, self.pace = stack, rabbit, broker, rng, pace_s
+        self.relays, self.pg = relays, pg
         self.process: subprocess.Popen[bytes] | None = None
         self.kinds: Counter[str] = Counter()
         self.kills = self.starts = self.rabbit_restarts = 0
         self.unexpected_exits: list[int] = []
         self.reconnects: list[float] = []  # seconds from broker back to a consumer on the queue
         self._reconnect_from: float | None = None
+        self.recovery = Recovery(stack)
         self.trace: list[str] = []
 
     # -- the adapter process ------------------------------------------------------------------------
@@ -174,6 +244,7 @@ class Chaos:
         while (left := end - time.monotonic()) > 0:
             time.sleep(min(0.5, left))
             self.observe_reconnect()
+            self.recovery.observe()
 
     # -- one cycle ----------------------------------------------------------------------------------
     def cycle(self, kind: str) -> None:
@@ -181,7 +252,9 @@ class Chaos:
         self.check_alive()
         self.observe_reconnect()
         self.kinds[kind] += 1
-        if kind == "kill":
+        if kind in self.NETWORK:
+            getattr(self, kind)()
+        elif kind == "kill":
             at = rng.uniform(0, 2 * pace)
             self.trace.append(f"kill at +{at:.2f}s")
             self.sleep(at)
@@ -196,6 +269,7 @@ class Chaos:
             self.rabbit.start_app()
             self.rabbit_restarts += 1
             self._reconnect_from = time.monotonic()
+            self.recovery.fault_ended(kind)
             self.sleep(rng.uniform(0, pace))
         elif kind == "down":
             down = rng.uniform(1, 3 * pace)
@@ -225,6 +299,50 @@ class Chaos:
             self.sleep(rng.uniform(0, 2 * pace))
         else:  # pragma: no cover
             raise AssertionError(kind)
+        if kind not in self.MARKS_OWN_END:
+            self.recovery.fault_ended(kind)
+
+    NETWORK = frozenset({"pgcut", "pgrestart", "netstall", "trickle"})
+    MARKS_OWN_END = frozenset({"rabbit", "pgcut", "pgrestart", "netstall"})  # a calm spell follows the fault
+
+    def pgcut(self) -> None:
+        """The relay closes every store connection: idle ones in the pool and ones mid-transaction."""
+        assert self.relays is not None
+        self.trace.append(f"store connections cut: {self.relays.store.drop()}")
+        self.recovery.fault_ended("pgcut")
+        self.sleep(self.rng.uniform(0, self.pace))
+
+    def pgrestart(self) -> None:
+        """The store's server is stopped (fast: sessions ended) and started again after a moment."""
+        if self.pg is None:
+            self.trace.append("pgrestart without a private server: a cut instead")
+            return self.pgcut()
+        gap = self.rng.uniform(0, 2.0)
+        self.trace.append(f"store restart, down {gap:.2f}s")
+        self.pg.down()
+        time.sleep(gap)
+        self.pg.restart_up()
+        self.recovery.fault_ended("pgrestart")
+        self.sleep(self.rng.uniform(0, self.pace))
+
+    def netstall(self) -> None:
+        """The broker link goes quiet (no bytes, no close) for a few seconds, then drops."""
+        assert self.relays is not None
+        hold = self.rng.uniform(1.0, 6.0)
+        stalled = self.relays.broker.stall(hold)
+        self.trace.append(f"broker link stalled {hold:.1f}s then dropped ({stalled} connections)")
+        self._reconnect_from = time.monotonic()
+        self.recovery.fault_ended("netstall")
+        self.sleep(self.rng.uniform(0, self.pace))
+
+    def trickle(self) -> None:
+        """The insurer's answers come a few bytes at a time: 16 bytes every 20-150 ms."""
+        assert self.relays is not None
+        gap, hold = self.rng.uniform(0.02, 0.15), self.rng.uniform(self.pace, 3 * self.pace)
+        self.trace.append(f"insurer trickles 16 B / {gap * 1000:.0f} ms for {hold:.1f}s")
+        self.relays.insurer.trickle(16, gap)
+        self.sleep(hold)
+        self.relays.insurer.trickle(0, 0.0)
 
     def calm(self) -> None:
         """Every fault off (counters, downtime, short tokens)."""
@@ -232,6 +350,47 @@ class Chaos:
                               token_ttl_s=3600, down_for_s=0)
         if not port_open(self.rabbit.port):
             self.rabbit.start_app()
+        if self.relays is not None:
+            self.relays.insurer.trickle(0, 0.0)
+        if self.pg is not None and not port_open(self.pg.port):
+            self.pg.restart_up()
+
+
+class Recovery:
+    """How long the adapter takes to deliver again after each fault: from the fault's end until
+    ``/readyz`` answers 200 and the insurer has answered a further call with 200. A fault whose
+    recovery is not seen before the next one ends is measured from its own end all the same."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.readyz = f"http://127.0.0.1:{yaml.safe_load(stack.config_path.read_text())['status']['port']}/readyz"
+        self.pending: list[tuple[str, float, int]] = []  # kind, fault end, 200 answers then
+        self.longest: dict[str, float] = {}
+
+    def _ok_answers(self) -> int:
+        return sum(n for label, n in self.stack.sim_stats()["responses"].items() if label.endswith(" 200"))
+
+    def fault_ended(self, kind: str) -> None:
+        try:
+            self.pending.append((kind, time.monotonic(), self._ok_answers()))
+        except Exception:  # the simulator does not fail; a slow answer is not worth a cycle
+            pass
+
+    def observe(self) -> None:
+        if not self.pending:
+            return
+        try:
+            ready = httpx.get(self.readyz, timeout=2).status_code == 200
+            answers = self._ok_answers() if ready else 0
+        except Exception:
+            return
+        now, still = time.monotonic(), []
+        for kind, ended, before in self.pending:
+            if ready and answers > before:
+                self.longest[kind] = max(self.longest.get(kind, 0.0), now - ended)
+            else:
+                still.append((kind, ended, before))
+        self.pending = still
 
 
 def wait_until(check: Any, timeout: float, step: float = 0.25) -> Any:
@@ -273,18 +432,35 @@ def store_view(db_url: str) -> dict[str, Any]:
             "by_operation": Counter(op for _, op, _ in subs), "fallbacks": fallbacks}
 
 
-def test_chaos_nothing_lost_nothing_twice(chaos_stack: Stack, rabbit: PrivateRabbit | SharedRabbit) -> None:
-    stack = chaos_stack
-    rng = random.Random(SEED)
+@dataclass
+class ChaosRun:
+    """What one run of the schedule left: the summary line and what the end checks look at."""
+
+    summary: dict[str, Any]
+    problems: list[str]
+    view: dict[str, Any]
+    sim: dict[str, Any]
+    queue_left: int
+    report: dict[str, Any]
+    chaos: Chaos
+    event_ids: set[str]
+
+
+def run_chaos(env: tuple[Stack, Relays, PrivatePostgres | None], rabbit: PrivateRabbit | SharedRabbit, seed: int,
+              cycles: int, seconds: float, events: int) -> ChaosRun:
+    """The schedule of ``cycles`` faults over ``seconds`` while ``events`` events flow in, then the
+    drain; problems met on the way are kept in the result, not raised (``bench.soak`` counts them)."""
+    stack, relays, pg = env
+    rng = random.Random(seed)
     config = yaml.safe_load(stack.config_path.read_text())
-    broker = BrokerConfig.model_validate(config["broker"])
-    lines = good_event_lines(EVENTS)
+    broker = BrokerConfig.model_validate({**config["broker"], "url": rabbit.url})  # straight, not relayed
+    lines = good_event_lines(events)
     event_ids = {json.loads(line)["event_id"] for line in lines}
     chunks = [lines[i:i + CHUNK] for i in range(0, len(lines), CHUNK)]
-    plan = schedule(rng, CYCLES)
-    pace = SECONDS / max(1, CYCLES)
-    publisher = Publisher(broker, chunks, spacing_s=0.8 * SECONDS / max(1, len(chunks)))
-    chaos = Chaos(stack, rabbit, broker, rng, pace)
+    plan = schedule(rng, cycles)
+    pace = seconds / max(1, cycles)
+    publisher = Publisher(broker, chunks, spacing_s=0.8 * seconds / max(1, len(chunks)))
+    chaos = Chaos(stack, rabbit, broker, rng, pace, relays, pg)
     timings: dict[str, float] = {}
     problems: list[str] = []
     summary: dict[str, Any] = {}
@@ -325,7 +501,7 @@ def test_chaos_nothing_lost_nothing_twice(chaos_stack: Stack, rabbit: PrivateRab
         report = status_json(stack)
         timings["total"] = time.monotonic() - started
         summary = {
-            "seed": SEED, "cycles": len(plan), "kinds": dict(chaos.kinds), "events": len(event_ids),
+            "seed": seed, "cycles": len(plan), "kinds": dict(chaos.kinds), "events": len(event_ids),
             "inbox_rows": len(view["event_ids"]), "visible": dict(view["visible"]),
             "submissions": dict(view["submissions"]), "operations": dict(view["by_operation"]),
             "fallbacks": dict(view["fallbacks"]), "sim_duplicates": sim["duplicates"],
@@ -336,33 +512,47 @@ def test_chaos_nothing_lost_nothing_twice(chaos_stack: Stack, rabbit: PrivateRab
             "reconnect_s": [round(s, 1) for s in chaos.reconnects], "unexpected_exits": chaos.unexpected_exits,
             "published": publisher.published, "publish_retries": publisher.failures, "queue_left": ready,
             "timings_s": {k: round(v, 1) for k, v in timings.items()},
+            "longest_recovery_s": {k: round(v, 1) for k, v in sorted(chaos.recovery.longest.items())},
+            "recovery_unseen": sorted({kind for kind, _, _ in chaos.recovery.pending}),
         }
         print("CHAOS SUMMARY " + json.dumps(summary, sort_keys=True))
         (stack.workdir / "chaos-summary.json").write_text(json.dumps({**summary, "trace": chaos.trace}, indent=1))
+        return ChaosRun(summary, problems, view, sim, ready, report, chaos, event_ids)
 
-        ids = view["event_ids"]
-        assert len(ids) == len(set(ids)) == len(event_ids) and set(ids) == event_ids, \
-            f"inbox rows {len(ids)} (distinct {len(set(ids))}) for {len(event_ids)} events; " \
-            f"missing {sorted(event_ids - set(ids))[:5]}"
-        assert view["visible"] == {"accepted": len(event_ids)}, f"events not accepted: {view['odd']}"
-        assert set(view["submissions"]) == {"accepted"}, view["submissions"]
-        assert set(view["fallbacks"]) <= {"linked"}, f"paper-fallback records not linked: {view['fallbacks']}"
-        assert sim["duplicates"] == 0, f"the insurer received a submission twice: {sim['duplicate_keys'][:5]}"
-        assert sim["prescriptions"] == view["creates"] == sim["received_submissions"], summary
-        assert ready == 0, f"{ready} messages left in the queue"
-        assert report["destinations"]["tamin"] == {"accepted": sum(view["submissions"].values())}, report
-        assert report["oldest_pending"] is None, report
-        assert not chaos.unexpected_exits, f"the adapter stopped by itself: exit codes {chaos.unexpected_exits}"
-        assert chaos.kinds.total() >= min(CYCLES, 50) and all(chaos.kinds[k] for k in KINDS), chaos.kinds
-        assert not problems, problems
     finally:
         publisher.stop()
         if chaos.process is not None and chaos.process.poll() is None:
             chaos.process.kill()
             chaos.process.wait(timeout=30)
         if not summary:
-            print(f"CHAOS ABORTED seed={SEED} kinds={dict(chaos.kinds)} kills={chaos.kills} "
+            print(f"CHAOS ABORTED seed={seed} kinds={dict(chaos.kinds)} kills={chaos.kills} "
                   f"rabbit_restarts={chaos.rabbit_restarts} trace_tail={chaos.trace[-5:]}")
+
+
+def check_chaos(run: ChaosRun, cycles: int) -> None:
+    """The end checks: nothing lost, nothing twice, nothing left, the adapter never stopped by itself."""
+    view, sim, ready, report, chaos, event_ids, problems, summary = (
+        run.view, run.sim, run.queue_left, run.report, run.chaos, run.event_ids, run.problems, run.summary)
+    ids = view["event_ids"]
+    assert len(ids) == len(set(ids)) == len(event_ids) and set(ids) == event_ids, \
+        f"inbox rows {len(ids)} (distinct {len(set(ids))}) for {len(event_ids)} events; " \
+        f"missing {sorted(event_ids - set(ids))[:5]}"
+    assert view["visible"] == {"accepted": len(event_ids)}, f"events not accepted: {view['odd']}"
+    assert set(view["submissions"]) == {"accepted"}, view["submissions"]
+    assert set(view["fallbacks"]) <= {"linked"}, f"paper-fallback records not linked: {view['fallbacks']}"
+    assert sim["duplicates"] == 0, f"the insurer received a submission twice: {sim['duplicate_keys'][:5]}"
+    assert sim["prescriptions"] == view["creates"] == sim["received_submissions"], summary
+    assert ready == 0, f"{ready} messages left in the queue"
+    assert report["destinations"]["tamin"] == {"accepted": sum(view["submissions"].values())}, report
+    assert report["oldest_pending"] is None, report
+    assert not chaos.unexpected_exits, f"the adapter stopped by itself: exit codes {chaos.unexpected_exits}"
+    assert chaos.kinds.total() >= min(cycles, 50) and all(chaos.kinds[k] for k in KINDS), chaos.kinds
+    assert not problems, problems
+
+
+def test_chaos_nothing_lost_nothing_twice(chaos_env: tuple[Stack, Relays, PrivatePostgres | None],
+                                          rabbit: PrivateRabbit | SharedRabbit) -> None:
+    check_chaos(run_chaos(chaos_env, rabbit, SEED, CYCLES, SECONDS, EVENTS), CYCLES)
 
 
 def attempt_lines(db_url: str) -> list[str]:

@@ -15,16 +15,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import os
-import pwd
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from glob import glob
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +34,7 @@ from adapter.sim.server import SimServer
 from adapter.sim.settings import TaminSimSettings
 from adapter.sim.tamin_app import create_tamin_app
 from adapter.store.db import upgrade
-from tests.fault.chaos import Publisher, free_port, queue_state
+from tests.fault.chaos import PrivatePostgres, Publisher, free_port, queue_state
 from tests.fault.test_chaos import store_view, wait_until
 from tests.integration.test_alerts import Webhook
 from tests.support import services as svc
@@ -147,6 +142,15 @@ def store_log_lines(stack: Stack) -> tuple[list[str], list[str], list[dict[str, 
     return down, back, storms
 
 
+def recovered(stack: Stack, process: subprocess.Popen[bytes], watch: ReadyWatch, events: int) -> None:
+    """The recovery every store fault must end in: ``/readyz`` green again, every event accepted,
+    the process still the one started (it never exited), and a clean stop on SIGTERM."""
+    assert wait_until(watch.ready, timeout=90), f"/readyz: {watch.last}\n{stack.log_tail()}"
+    assert wait_finished(stack, events, timeout=180), f"{stack.store()}\n{stack.log_tail()}"
+    assert process.poll() is None, stack.log_tail()
+    assert stop(process) == 0, stack.log_tail()
+
+
 def stop(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGTERM)
     return process.wait(timeout=90)
@@ -234,12 +238,9 @@ def test_postgres_connection_cuts_and_an_outage_do_not_stop_the_run(pg_stack: tu
         assert wait_until(lambda: store_alerts(webhook[0])[-1:] == ["firing"], timeout=30), webhook[0].bodies()
         allow_connections(pg_admin_url, database, True)
 
-        assert wait_until(watch.ready, timeout=90), f"/readyz: {watch.last}\n{stack.log_tail()}"
-        assert wait_until(lambda: store_alerts(webhook[0])[-1:] == ["resolved"], timeout=30), webhook[0].bodies()
-        assert wait_finished(stack, len(event_ids), timeout=180), f"{stack.store()}\n{stack.log_tail()}"
+        assert wait_until(lambda: store_alerts(webhook[0])[-1:] == ["resolved"], timeout=120), webhook[0].bodies()
+        recovered(stack, process, watch, len(event_ids))
         assert queue_state(broker)[0] == 0
-        assert process.poll() is None, stack.log_tail()
-        assert stop(process) == 0, stack.log_tail()
     finally:
         watch.stop()
         if publisher is not None:
@@ -259,54 +260,6 @@ def test_postgres_connection_cuts_and_an_outage_do_not_stop_the_run(pg_stack: tu
 
 
 # -- PostgreSQL: a restart of the server ------------------------------------------------------------
-
-def _pg_bin(name: str) -> str | None:
-    found = sorted(glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found[-1] if found else shutil.which(name)
-
-
-class PrivatePostgres:
-    """A throw-away PostgreSQL server for one test (initdb in a temp folder, trust auth, a free
-    port), run as the ``postgres`` OS user when the test runs as root."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="store-faults-pg-"))
-        self.data = self.dir / "data"
-        self.port = free_port()
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-        self._user = "postgres" if os.geteuid() == 0 else None
-
-    def _run(self, *command: str) -> None:
-        if self._user is not None:
-            command = ("runuser", "-u", self._user, "--", *command)
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)}: {(done.stderr or done.stdout).strip()[-500:]}")
-
-    def start(self) -> PrivatePostgres:
-        initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-        if initdb is None or pg_ctl is None:
-            raise RuntimeError("initdb/pg_ctl not found under /usr/lib/postgresql/*/bin")
-        self._pg_ctl = pg_ctl
-        if self._user is not None:
-            entry = pwd.getpwnam(self._user)
-            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
-        self._run(initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        self.restart_up()
-        return self
-
-    def restart_up(self) -> None:
-        self._run(self._pg_ctl, "-D", str(self.data), "-w", "-t", "60", "-l", str(self.dir / "server.log"),
-                  "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir}", "start")
-
-    def down(self) -> None:
-        self._run(self._pg_ctl, "-D", str(self.data), "-w", "-t", "60", "-m", "fast", "stop")
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.down()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
 
 @pytest.fixture
 def private_pg() -> Iterator[PrivatePostgres]:
@@ -342,10 +295,7 @@ def test_a_postgres_restart_under_a_running_adapter(tmp_path: Path, private_pg: 
             assert process.poll() is None, stack.log_tail()
             private_pg.restart_up()
         assert publisher.join(timeout=60), publisher.errors
-        assert wait_until(watch.ready, timeout=90), f"/readyz: {watch.last}\n{stack.log_tail()}"
-        assert wait_finished(stack, len(event_ids), timeout=180), f"{stack.store()}\n{stack.log_tail()}"
-        assert process.poll() is None, stack.log_tail()
-        assert stop(process) == 0, stack.log_tail()
+        recovered(stack, process, watch, len(event_ids))
     finally:
         watch.stop()
         if process.poll() is None:
@@ -409,10 +359,7 @@ def test_a_full_disk_under_sqlite_does_not_stop_the_run(tmp_path: Path, small_di
         assert process.poll() is None, stack.log_tail()
         filler.unlink()
         stack.sim_faults(latency_ms=0)
-        assert wait_until(watch.ready, timeout=90), f"/readyz: {watch.last}\n{stack.log_tail()}"
-        assert wait_finished(stack, len(event_ids), timeout=180), f"{stack.store()}\n{stack.log_tail()}"
-        assert process.poll() is None, stack.log_tail()
-        assert stop(process) == 0, stack.log_tail()
+        recovered(stack, process, watch, len(event_ids))
     finally:
         watch.stop()
         if process.poll() is None:

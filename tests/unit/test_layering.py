@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "adapter"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("adapter.events.digits", "adapter.redact"),
+    ("adapter.events.digits", "adapter.redact", "adapter.limits"),
     ("adapter.config", "adapter.keys", "adapter.tls"),
     ("adapter.events", "adapter.store", "adapter.replies"),
     ("adapter.broker", "adapter.mapping", "adapter.fallback", "adapter.samples", "adapter.replies.outbox",

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from adapter.limits import KEY_FILE_MAX_BYTES, read_bounded_bytes
+
 
 class EnvelopeError(ValueError):
     """An envelope that cannot be opened (wrong key, damaged base64, bad padding)."""
@@ -51,7 +53,7 @@ def load_public_key(source: str | Path | bytes) -> rsa.RSAPublicKey:
     raw = source if isinstance(source, bytes) else None
     if raw is None:
         text = str(source)
-        raw = Path(text).read_bytes() if not text.lstrip().startswith(("-----", "<")) else text.encode()
+        raw = read_bounded_bytes(Path(text), KEY_FILE_MAX_BYTES, "public key file") if not text.lstrip().startswith(("-----", "<")) else text.encode()
     stripped = raw.strip()
     if stripped.startswith(b"<"):
         root = ElementTree.fromstring(stripped)

@@ -12,6 +12,7 @@ from adapter.destinations.sepas.client import DESTINATION, DitasClient, endpoint
 from adapter.destinations.sepas.crypto import load_public_key
 from adapter.destinations.sepas.destination import SepasDestination
 from adapter.destinations.sepas.terminology import Terminology, load_terminology
+from adapter.limits import InputLimitError
 
 
 def _secrets(sepas: SepasConfig, source: str) -> tuple[str, str]:
@@ -26,6 +27,8 @@ def _secrets(sepas: SepasConfig, source: str) -> tuple[str, str]:
 def _terminology(sepas: SepasConfig, source: str) -> Terminology:
     try:
         return load_terminology(Path(sepas.terminology_dir), sepas.enforcement)
+    except InputLimitError as exc:  # names the table file, the limit and the fix itself
+        raise ConfigError([f"{source}: destinations.sepas.terminology_dir: {exc}"]) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError([f"{source}: destinations.sepas.terminology_dir: {sepas.terminology_dir}: {exc} "
                            "-- fix: point it at a folder with terminology.yaml and its tables"]) from None
@@ -50,6 +53,8 @@ def problems(sepas: SepasConfig, config: AdapterConfig) -> list[str]:
             found += exc.lines
     try:
         load_public_key(sepas.public_key_file)
+    except InputLimitError as exc:
+        found.append(f"{source}: destinations.sepas.public_key_file: {exc}")
     except Exception as exc:  # unreadable, not PEM, not <RSAKeyValue>
         found.append(f"{source}: destinations.sepas.public_key_file: {sepas.public_key_file}: "
                      f"{type(exc).__name__}: {exc} -- fix: the Ministry's RSA public key, PEM or <RSAKeyValue> XML")

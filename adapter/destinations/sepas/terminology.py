@@ -31,6 +31,7 @@ import yaml
 
 from adapter.destinations.sepas.messages import iter_coded
 from adapter.events.dates import DateProblem, parse_date
+from adapter.limits import MAPPING_MAX_BYTES, TABLE_MAX_BYTES, check_rows, read_bounded_text, safe_load_yaml
 
 MANIFEST = "terminology.yaml"
 
@@ -111,13 +112,14 @@ class Terminology:
 
 
 def read_table(path: Path, terminology: str, version: str, case_sensitive: bool = False) -> CodeTable:
-    """A ``code,label`` CSV (UTF-8, header row)."""
-    text = path.read_text(encoding="utf-8-sig")
+    """A ``code,label`` CSV (UTF-8, header row), within ``adapter.limits``' size and rows."""
+    text = read_bounded_text(path, TABLE_MAX_BYTES, "terminology table", encoding="utf-8-sig")
     rows = csv.DictReader(io.StringIO(text))
     if rows.fieldnames is None or "code" not in rows.fieldnames:
         raise ValueError(f"{path}: a terminology table needs a header with a 'code' column")
     table = CodeTable(terminology, version, path, {}, case_sensitive)
-    for row in rows:
+    for count, row in enumerate(rows, 1):
+        check_rows(count, str(path), "terminology table")
         code = (row.get("code") or "").strip()
         if code:
             table.codes[table.norm(code)] = (row.get("label") or "").strip()
@@ -133,10 +135,15 @@ def _date(raw: Any, where: str) -> dt.date | None:
         raise ValueError(f"{where}: {exc}") from None
 
 
+def _manifest(path: Path) -> Any:
+    """``terminology.yaml`` within the limits of a mapping file (size, aliases, nesting)."""
+    return safe_load_yaml(read_bounded_text(path, MAPPING_MAX_BYTES, "terminology manifest"), str(path)) or {}
+
+
 def load_terminology(folder: Path, enforcement: dict[str, str | None] | None = None) -> Terminology:
     """Read ``folder/terminology.yaml`` and its tables; ``enforcement`` overrides rule dates by id."""
     manifest_path = folder / MANIFEST
-    manifest = yaml.safe_load(manifest_path.read_text(encoding="utf-8")) or {}
+    manifest = _manifest(manifest_path)
     result = Terminology()
     for terminology, spec in (manifest.get("tables") or {}).items():
         table = read_table(folder / spec["file"], terminology, str(spec.get("version", "")),
@@ -179,7 +186,7 @@ def _pick(columns: Iterable[str], candidates: tuple[str, ...], what: str, explic
 def load_maxa_csv(source: Path, *, code_column: str | None = None, label_column: str | None = None,
                   delimiter: str | None = None) -> list[tuple[str, str]]:
     """Rows (code, label) of a CSV exported from MAXA; the code/label columns are found by name."""
-    text = source.read_text(encoding="utf-8-sig")
+    text = read_bounded_text(source, TABLE_MAX_BYTES, "MAXA table", encoding="utf-8-sig")
     dialect_delimiter = delimiter or (csv.Sniffer().sniff(text[:4096], delimiters=",;\t|").delimiter if text else ",")
     reader = csv.DictReader(io.StringIO(text), delimiter=dialect_delimiter)
     columns = reader.fieldnames or []
@@ -187,7 +194,8 @@ def load_maxa_csv(source: Path, *, code_column: str | None = None, label_column:
     label_name = _pick(columns, _LABEL_COLUMNS, "label", label_column) if (label_column or any(
         c in columns for c in _LABEL_COLUMNS)) else None
     seen: dict[str, str] = {}
-    for row in reader:
+    for count, row in enumerate(reader, 1):
+        check_rows(count, str(source), "MAXA table")
         code = (row.get(code_name) or "").strip()
         if code and code not in seen:
             seen[code] = (row.get(label_name) or "").strip() if label_name else ""
@@ -205,7 +213,7 @@ def write_table(rows: list[tuple[str, str]], target: Path) -> None:
 def register_table(folder: Path, terminology: str, file_name: str, version: str) -> None:
     """Point ``terminology.yaml`` at a new table file (other entries and rules untouched)."""
     manifest_path = folder / MANIFEST
-    manifest = yaml.safe_load(manifest_path.read_text(encoding="utf-8")) or {}
+    manifest = _manifest(manifest_path)
     tables = manifest.setdefault("tables", {})
     existing = next((k for k in tables if k.casefold() == terminology.casefold()), terminology)
     tables[existing] = {**tables.get(existing, {}), "file": file_name, "version": version}
