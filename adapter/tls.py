@@ -68,6 +68,12 @@ def client_context(tls: TlsConfig, prefix: str, source: str) -> ssl.SSLContext |
     return context
 
 
+def client_verify(tls: TlsConfig, prefix: str, source: str) -> ssl.SSLContext | bool:
+    """``client_context`` as httpx's ``verify``: the context, or True (its default verification)."""
+    context = client_context(tls, prefix, source)
+    return context if context is not None else True
+
+
 def _default_client_context() -> ssl.SSLContext:
     """What the HTTP client verifies with by default (certifi's bundle when installed)."""
     try:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from adapter.config import TlsConfig
-from adapter.tls import client_context
+from adapter.tls import client_verify
 
 from adapter.destinations.auth import ClientCredentialsProvider, TokenCache
 from adapter.destinations.http import Endpoint, Exchange, Exchanged, Request
@@ -67,9 +67,8 @@ def connection_tls(extra: dict[str, Any]) -> TlsConfig:
 def endpoint_http(timeout_s: float, tls: TlsConfig, connection: str) -> httpx.Client:
     """The HTTP client of a reconciliation endpoint: its timeouts, and the TLS settings its Airflow
     Connection names (a CA bundle that verifies the insurer, a client certificate it asks for)."""
-    context = client_context(tls, f"connection {connection} extras", f"Airflow connection {connection}")
     return httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10)),
-                        verify=context if context is not None else True)
+                        verify=client_verify(tls, f"connection {connection} extras", f"Airflow connection {connection}"))
 
 
 class TaminStatusClient:

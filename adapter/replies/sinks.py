@@ -20,7 +20,7 @@ from kombu import Connection, Exchange, Producer, Queue
 
 from adapter.broker.connection import close_after_failure, connect
 from adapter.config import AdapterConfig, BrokerConfig, RepliesConfig, read_secret
-from adapter.tls import client_context
+from adapter.tls import client_verify
 
 SIGNATURE_HEADER = "X-Adapter-Signature"
 TIMESTAMP_HEADER = "X-Adapter-Timestamp"
@@ -175,7 +175,7 @@ def sink_for(config: AdapterConfig) -> Sink:
         secret = read_secret(webhook.secret_env, webhook.secret_file, None,
                              what="replies.webhook.secret_env / secret_file (the webhook's signing secret)",
                              source=config.source_file)
-        context = client_context(webhook.tls, "replies.webhook.tls", config.source_file)
-        client = httpx.Client(timeout=webhook.timeout_s, verify=context if context is not None else True)
+        client = httpx.Client(timeout=webhook.timeout_s,
+                              verify=client_verify(webhook.tls, "replies.webhook.tls", config.source_file))
         return WebhookSink(replies, secret.encode("utf-8"), client)
     return AmqpSink(config.broker, replies)

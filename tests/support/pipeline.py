@@ -14,6 +14,7 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,16 @@ def adapter_config(db_url: str, sim_url: str, tmp_path: Path, **overrides: Any) 
     for key, value in overrides.items():
         environ["ADAPTER__" + key.upper()] = value if isinstance(value, str) else json.dumps(value)
     return load_config(EMBEDDED, environ=environ)
+
+
+def offline_app(folder: Path) -> Iterator[App]:
+    """An app on a SQLite store in ``folder`` whose insurer is unreachable: for intake-only tests
+    (a fixture's body: ``yield from offline_app(tmp)``; closed after)."""
+    from adapter.app import build
+
+    built = build(adapter_config(f"sqlite:///{folder / 'adapter.db'}", "http://127.0.0.1:9/unused", folder))
+    yield built
+    built.close()
 
 
 def drain(app: App, timeout_s: float = 20.0, *, max_sleep_s: float = 0.05) -> int:

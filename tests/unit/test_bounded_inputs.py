@@ -16,7 +16,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from adapter import limits
-from adapter.app import App, build
+from adapter.app import App
 from adapter.config import ConfigError, load_config, read_secret
 from adapter.keys import load_key
 from adapter.mapping import lint
@@ -25,7 +25,7 @@ from adapter.mapping.tables import load_table
 from adapter.ops.cli import app as cli
 from adapter.pipeline.intake import Received
 from adapter.store.models import InboxEvent
-from tests.support.pipeline import EMBEDDED, REPO, adapter_config
+from tests.support.pipeline import EMBEDDED, REPO, offline_app
 
 SAMPLE = REPO / "docs" / "sample-prescription-created.json"
 HEAD = "mapping: bomb\nversion: 1\ndestination: demo\noperation: create\nevent_types: [prescription.created]\n"
@@ -177,10 +177,7 @@ def test_an_oversized_secret_file_is_refused(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    tmp = tmp_path_factory.mktemp("bounded")
-    built = build(adapter_config(f"sqlite:///{tmp / 'adapter.db'}", "http://127.0.0.1:9/unused", tmp))
-    yield built
-    built.close()
+    yield from offline_app(tmp_path_factory.mktemp("bounded"))
 
 
 def nested(depth: int) -> Any:

@@ -36,14 +36,14 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from adapter.app import App, build
+from adapter.app import App
 from adapter.events.dates import parse_date
 from adapter.events.digits import to_ascii_digits
 from adapter.events.parse import MAX_BODY_BYTES, EventRejected, parse_event
 from adapter.pipeline.intake import Received
 from adapter.samples.generate import generate
 from adapter.store.models import InboxEvent
-from tests.support.pipeline import adapter_config
+from tests.support.pipeline import offline_app
 from tests.support.tree import Path_, get, leaves, put
 
 REPO = Path(__file__).resolve().parents[2]
@@ -363,10 +363,7 @@ def test_persian_and_arabic_digits_in_identifiers_normalise_to_ascii(event: dict
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    tmp = tmp_path_factory.mktemp("hostile")
-    built = build(adapter_config(f"sqlite:///{tmp / 'adapter.db'}", "http://127.0.0.1:9/unused", tmp))
-    yield built
-    built.close()
+    yield from offline_app(tmp_path_factory.mktemp("hostile"))
 
 
 _RECEIVED: set[str] = set()
